@@ -1,0 +1,26 @@
+"""Developer tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s bench``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+PY = "3.11"
+
+
+@nox.session(python=False if nox.options.force_venv_backend == "none" else PY)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (system tests skip unless root and tools are present)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "-ra", *session.posargs)
+
+
+@nox.session(python=PY)
+def lint(session: nox.Session) -> None:
+    """ruff and mypy --strict."""
+    session.install("-e", ".[dev]")
+    session.run("ruff", "check", "linkerd_proxy", "linkerd_proxy_bin", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "linkerd_proxy", "linkerd_proxy_bin", "tests")
+    session.run("mypy")
