@@ -10,7 +10,7 @@ nox.options.reuse_existing_virtualenvs = True
 PY = "3.11"
 
 
-@nox.session(python=False if nox.options.force_venv_backend == "none" else PY)
+@nox.session(python=PY)
 def tests(session: nox.Session) -> None:
     """Run the test suite (system tests skip unless root and tools are present)."""
     session.install("-e", ".[test]")

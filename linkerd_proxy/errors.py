@@ -55,4 +55,13 @@ class LoopDetected(ProxyError):
 
 
 class ResponseTimeout(ProxyError):
-    """A timeout layer fired before the inner service answered."""
+    """A timeout layer fired before the inner service answered.
+
+    ``timeout`` is the bound in seconds that expired, when known.
+    """
+
+    def __init__(self, timeout: float | None = None) -> None:
+        super().__init__(
+            "response timed out" if timeout is None else f"response timed out after {timeout}s"
+        )
+        self.timeout = timeout

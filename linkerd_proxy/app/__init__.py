@@ -1,0 +1,1 @@
+"""The application layer: configuration, runtime and the wiring of every stack."""

@@ -1,0 +1,63 @@
+"""The ``/metrics`` body: legacy text, then the prometheus-client registry, ``# EOF``.
+
+Top of the metrics layer; the admin server calls :func:`render` per scrape and
+:func:`maybe_gzip` on the result. As in the reference, the body is the legacy
+families (Linkerd's label formats, ours) followed by the prometheus-client
+registry in OpenMetrics text, which ends with ``# EOF``; served as ``text/plain``.
+Pure: no trio.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
+
+from linkerd_proxy.metrics.registry import Registry
+
+CONTENT_TYPE = "text/plain"
+_EOF = "# EOF\n"
+
+
+def render(registry: Registry, prom_registry: CollectorRegistry | None = None) -> str:
+    """Render one scrape and run retain-idle eviction on ``registry``.
+
+    Args:
+      registry: the legacy families (rendered first).
+      prom_registry: prometheus-client collectors (process, build info ...), or
+        ``None``.
+
+    Returns:
+      The text body, always ending with ``# EOF\\n``.
+    """
+    legacy = registry.render()
+    if prom_registry is None:
+        return legacy + _EOF
+    raw: bytes = generate_latest(prom_registry)  # type: ignore[no-untyped-call]
+    tail = raw.decode("utf-8")
+    if not tail.endswith(_EOF):
+        tail += _EOF
+    return legacy + tail
+
+
+def wants_gzip(accept_encoding: str | None) -> bool:
+    """True when an ``Accept-Encoding`` value mentions gzip (the reference's test)."""
+    return accept_encoding is not None and "gzip" in accept_encoding
+
+
+def maybe_gzip(body: bytes, accept_encoding: str | None) -> tuple[bytes, str | None]:
+    """Compress ``body`` if the client accepts gzip.
+
+    Args:
+      body: the rendered metrics.
+      accept_encoding: the request's ``Accept-Encoding`` header values joined with
+        ``,`` (or ``None`` when absent).
+
+    Returns:
+      ``(body, content_encoding)``: gzip bytes and ``"gzip"``, or ``body`` unchanged
+      and ``None``.
+    """
+    if not wants_gzip(accept_encoding):
+        return body, None
+    return gzip.compress(body, compresslevel=1, mtime=0), "gzip"

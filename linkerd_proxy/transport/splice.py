@@ -1,0 +1,152 @@
+"""The kernel-side copy fast path for opaque TCP: ``os.splice`` through a pipe.
+
+Sits under ``duplex.proxy_streams``, which picks it when both ends are plain
+TCP :class:`trio.SocketStream` (no TLS, no wrapper) and ``os.splice`` exists.
+Bytes move socket -> pipe -> socket inside the kernel; Python only sees
+counts, and trio only sees readiness (``wait_readable``/``wait_writable``), so
+one direction costs a couple of system calls per pipe-full.
+
+Details that matter:
+
+- Each direction owns a non-blocking pipe, closed in ``finally`` (cancellation
+  included). Bytes still in the pipe when the copy is torn down are dropped,
+  which is what closing the connection does anyway.
+- The source's EOF becomes ``shutdown(SHUT_WR)`` on the destination (half-close
+  passes through; the other direction keeps going).
+- A partial ``splice(pipe -> socket)`` re-sets ``TCP_NODELAY`` on the
+  destination (BENCH.md lesson 2): the kernel otherwise holds the tail of a
+  partial write back as if more were coming, stalling small responses.
+- ``on_read(n)`` is called for every chunk moved, like the stream copy.
+- A checkpoint every few chunks keeps cancellation and fairness when data is
+  always ready.
+
+Pipe size (``PIPE_SIZE``): 1 GiB one way through ``proxy_streams`` over
+loopback, 2 cores shared with sender and receiver, median of 3 runs:
+PIPE_SIZE_MEASUREMENTS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+from collections.abc import Callable
+
+import trio
+
+from .sockopt import set_nodelay
+
+#: Whether this platform has ``os.splice`` (Linux, Python 3.10+).
+HAS_SPLICE = hasattr(os, "splice")
+
+#: The pipe capacity asked for each direction (see the module docstring).
+PIPE_SIZE = 256 * 1024
+
+# Consecutive chunks moved without waiting before a forced checkpoint.
+_BATCH = 16
+
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_SPLICEABLE_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+def can_splice(a: object, b: object) -> bool:
+    """Whether both objects are plain TCP ``trio.SocketStream``s splice can drive."""
+    if not HAS_SPLICE:
+        return False
+    for stream in (a, b):
+        if type(stream) is not trio.SocketStream:
+            return False
+        if stream.socket.family not in _SPLICEABLE_FAMILIES:
+            return False
+        if stream.socket.fileno() < 0:
+            return False
+    return True
+
+
+def _open_pipe(size: int) -> tuple[int, int, int]:
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    # Above /proc/sys/fs/pipe-max-size (unprivileged): keep the default size.
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(w, _F_SETPIPE_SZ, size)
+    try:
+        capacity = fcntl.fcntl(w, _F_GETPIPE_SZ)
+    except OSError:
+        capacity = 65536
+    return r, w, capacity
+
+
+def shutdown_write(stream: trio.SocketStream) -> None:
+    """Send FIN on ``stream``; a peer that is already gone is not an error."""
+    try:
+        stream.socket.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise
+
+
+async def splice_one_way(
+    src: trio.SocketStream,
+    dst: trio.SocketStream,
+    on_read: Callable[[int], None],
+    *,
+    pipe_size: int = PIPE_SIZE,
+) -> int:
+    """Move bytes from ``src`` to ``dst`` until ``src`` reaches EOF, then half-close ``dst``.
+
+    Args:
+        src: the stream to read from.
+        dst: the stream to write to; gets ``shutdown(SHUT_WR)`` at ``src``'s EOF.
+        on_read: called with the size of every chunk read from ``src``.
+        pipe_size: the pipe capacity to ask for.
+
+    Returns:
+        The number of bytes moved.
+
+    Raises:
+        OSError: from either socket (e.g. ``ECONNRESET``, ``EPIPE``).
+
+    Cancellation:
+        Safe at any wait; the pipe is closed and any bytes in it are dropped.
+    """
+    src_fd = src.socket.fileno()
+    dst_fd = dst.socket.fileno()
+    r, w, capacity = _open_pipe(pipe_size)
+    total = 0
+    batch = 0
+    try:
+        while True:
+            try:
+                n = os.splice(src_fd, w, capacity, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                # The pipe is empty here, so it is the socket that has nothing.
+                await trio.lowlevel.wait_readable(src_fd)
+                batch = 0
+                continue
+            if n == 0:
+                break
+            total += n
+            on_read(n)
+            pending = n
+            while pending:
+                try:
+                    sent = os.splice(r, dst_fd, pending, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(dst_fd)
+                    batch = 0
+                    continue
+                pending -= sent
+                if pending:
+                    set_nodelay(dst.socket)
+            batch += 1
+            if batch >= _BATCH:
+                batch = 0
+                await trio.lowlevel.checkpoint()
+        shutdown_write(dst)
+        return total
+    finally:
+        os.close(r)
+        os.close(w)
