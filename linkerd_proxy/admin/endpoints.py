@@ -153,9 +153,12 @@ def _metrics(req: AdminRequest, state: AdminState) -> AdminResponse:
 def _log_level(req: AdminRequest, state: AdminState) -> AdminResponse:
     if not req.from_loopback:
         return _forbidden()
+    handle = state.log_level
+    if handle is None:
+        return AdminResponse(404)
     if req.method == b"GET":
         try:
-            return AdminResponse(200, [], state.log_level.get().encode("utf-8"))
+            return AdminResponse(200, [], handle.get().encode("utf-8"))
         except Exception as exc:
             log.error("Failed to get the log level: %s", exc)
             return _internal_error(exc)
@@ -165,7 +168,7 @@ def _log_level(req: AdminRequest, state: AdminState) -> AdminResponse:
         except UnicodeDecodeError as exc:
             return AdminResponse(400, [], f"invalid UTF-8 in log filter: {exc.reason}".encode())
         try:
-            state.log_level.set(text)
+            handle.set(text)
         except ValueError as exc:
             log.warning("Setting log level failed: %s", exc)
             return AdminResponse(400, [], str(exc).encode("utf-8", "replace"))

@@ -72,13 +72,15 @@ class AdminState:
     Attributes:
         render_metrics: returns the whole exposition text served on ``/metrics``.
         readiness: answers ``/ready``.
-        log_level: read and replaced through ``/proxy-log-level``.
+        log_level: read and replaced through ``/proxy-log-level``; None when the
+            filter cannot be changed (logging set up with ``off``), and then that
+            endpoint answers 404, as the reference does.
         shutdown: called by ``POST /shutdown``; None disables the endpoint (404).
         env: the environment shown by ``/env.json`` (normally ``os.environ``).
     """
 
     render_metrics: Callable[[], str]
     readiness: Readiness
-    log_level: LogLevelHandle
+    log_level: LogLevelHandle | None
     shutdown: Callable[[], None] | None
     env: Mapping[str, str]

@@ -255,8 +255,12 @@ async def proxy_streams(
                     pair.run, "server", server, client, on_server_read or _ignore, b""
                 )
     finally:
-        await trio.aclose_forcefully(client)
-        await trio.aclose_forcefully(server)
+        # Under an outer cancellation the first aclose raises Cancelled (its
+        # checkpoint); the second must still run.
+        try:
+            await trio.aclose_forcefully(client)
+        finally:
+            await trio.aclose_forcefully(server)
     return DuplexResult(
         client_bytes=pair.counts["client"],
         server_bytes=pair.counts["server"],

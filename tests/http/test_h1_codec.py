@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
@@ -98,7 +99,7 @@ def test_pipelined_requests_come_out_in_order_with_their_bodies() -> None:
 @given(st.lists(st.integers(min_value=0, max_value=len(PIPELINE)), max_size=12))
 def test_any_split_of_a_pipelined_stream_gives_the_same_events(cuts: list[int]) -> None:
     points = [0, *sorted(cuts), len(PIPELINE)]
-    chunks = [PIPELINE[a:b] for a, b in zip(points, points[1:], strict=False)]
+    chunks = [PIPELINE[a:b] for a, b in itertools.pairwise(points)]
     assert feed_all(chunks) == feed_all([PIPELINE])
 
 

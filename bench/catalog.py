@@ -1,0 +1,83 @@
+"""What the benchmark measures: the systems under test and the cases (BENCH.md).
+
+The pure description shared by the runner (``bench/run.py``, ``bench/cases.py``) and
+the report (``bench/report.py``). Changing a case here changes both what runs and
+how the table reads.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+Tool = Literal["wrk", "h2load", "bulk"]
+
+#: Systems in table order, with their row labels.
+SYSTEMS: dict[str, str] = {
+    "direct": "direct (no proxy)",
+    "nginx": "nginx reverse proxy",
+    "haproxy": "haproxy mode http",
+    "nginx-stream": "nginx stream (TCP)",
+    "haproxy-tcp": "haproxy mode tcp",
+    "proxy": "linkerd-proxy (outbound)",
+    "proxy-mesh": "linkerd-proxy x2 (outbound -> inbound)",
+}
+
+#: The systems that are this project's proxy (their failures are recorded, not fatal).
+PROXY_SYSTEMS = ("proxy", "proxy-mesh")
+#: The proxies whose memory is measured (idle RSS, RSS per 1,000 idle connections).
+MEMORY_SYSTEMS = ("nginx", "haproxy", "nginx-stream", "haproxy-tcp", "proxy")
+
+_ALL = tuple(SYSTEMS)
+
+
+@attrs.frozen
+class Case:
+    """One benchmark case.
+
+    Attributes:
+        id: the key in ``latest.json``.
+        title: what the table calls it.
+        tool: the load generator.
+        path: the request path (``/ok`` = 2 bytes, ``/64k`` = 64 KiB).
+        connections: concurrent connections (h2load: clients).
+        streams: concurrent streams per connection (h2load ``-m``).
+        systems: the systems it runs against, in order.
+    """
+
+    id: str
+    title: str
+    tool: Tool
+    path: str = "/ok"
+    connections: int = 16
+    streams: int = 1
+    systems: tuple[str, ...] = _ALL
+
+    @property
+    def is_http2(self) -> bool:
+        return self.tool == "h2load"
+
+
+CASES: tuple[Case, ...] = (
+    Case("h1_small_c16", "HTTP/1 /ok c16", "wrk"),
+    Case("h1_small_c1", "HTTP/1 /ok c1 (latency)", "wrk", connections=1),
+    Case("h1_64k_c16", "HTTP/1 64 KiB c16", "wrk", path="/64k"),
+    Case("h2_small_m1", "HTTP/2 /ok c16 m1", "h2load"),
+    Case("h2_small_m10", "HTTP/2 /ok c16 m10", "h2load", streams=10),
+    Case("h2_64k_m10", "HTTP/2 64 KiB c16 m10", "h2load", path="/64k", streams=10),
+    Case(
+        "tcp_bulk",
+        "TCP bulk copy",
+        "bulk",
+        connections=1,
+        systems=("direct", "nginx-stream", "haproxy-tcp", "proxy"),
+    ),
+)
+
+
+def case_by_id(case_id: str) -> Case:
+    for case in CASES:
+        if case.id == case_id:
+            return case
+    raise KeyError(case_id)

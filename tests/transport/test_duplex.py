@@ -1,0 +1,320 @@
+"""proxy_streams over real loopback sockets, on each of its three copy paths."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import statistics
+import struct
+from typing import Any
+
+import pytest
+import trio
+
+from linkerd_proxy.transport import duplex, splice
+from linkerd_proxy.transport.duplex import DuplexResult, error_errno, proxy_streams
+from linkerd_proxy.transport.splice import HAS_SPLICE
+
+from .conftest import NoHalfClose, Passthrough, Rig, read_all, tcp_pair
+
+MIB = 1024 * 1024
+MODES = ["splice", "raw", "stream"]
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.total = 0
+        self.calls = 0
+
+    def __call__(self, n: int) -> None:
+        assert n > 0
+        self.total += n
+        self.calls += 1
+
+
+async def run_proxy(
+    rig: Rig, mode: str, *, prefix: bytes = b"", counters: tuple[Counter, Counter] | None = None
+) -> DuplexResult:
+    if mode == "splice" and not HAS_SPLICE:
+        pytest.skip("no os.splice here")
+    on_c, on_s = counters or (Counter(), Counter())
+    client: trio.abc.Stream = rig.proxy_client
+    server: trio.abc.Stream = rig.proxy_server
+    if mode == "stream":
+        client, server = Passthrough(rig.proxy_client), Passthrough(rig.proxy_server)
+    result = await proxy_streams(
+        client,
+        server,
+        on_client_read=on_c,
+        on_server_read=on_s,
+        prefix=prefix,
+        use_splice=mode == "splice",
+    )
+    assert result.spliced == (mode == "splice")
+    return result
+
+
+async def send_then_eof(stream: trio.SocketStream, data: bytes) -> None:
+    await stream.send_all(data)
+    await stream.send_eof()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_one_mib_each_way_concurrently(rig: Rig, mode: str) -> None:
+    up, down = os.urandom(MIB), os.urandom(MIB)
+    got: dict[str, bytes] = {}
+    counters = (Counter(), Counter())
+    results: list[DuplexResult] = []
+
+    async def client() -> None:
+        async with trio.open_nursery() as n:
+            n.start_soon(send_then_eof, rig.app_client, up)
+            got["client"] = await read_all(rig.app_client)
+
+    async def server() -> None:
+        async with trio.open_nursery() as n:
+            n.start_soon(send_then_eof, rig.app_server, down)
+            got["server"] = await read_all(rig.app_server)
+
+    async def proxy() -> None:
+        results.append(await run_proxy(rig, mode, counters=counters))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(proxy)
+            nursery.start_soon(client)
+            nursery.start_soon(server)
+
+    assert got["server"] == up
+    assert got["client"] == down
+    (result,) = results
+    assert (result.client_bytes, result.server_bytes) == (MIB, MIB)
+    assert (counters[0].total, counters[1].total) == (MIB, MIB)
+    assert result.error is None
+    assert result.errno is None
+    # Both proxy-side sockets are closed at the end.
+    assert rig.proxy_client.socket.fileno() == -1
+    assert rig.proxy_server.socket.fileno() == -1
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("first", ["client", "server"])
+async def test_half_close_passes_through(rig: Rig, mode: str, first: str) -> None:
+    # One side speaks and shuts its write side; the other answers only after
+    # seeing EOF. A copy that drops half-close hangs here.
+    speaker, answerer = (
+        (rig.app_client, rig.app_server) if first == "client" else (rig.app_server, rig.app_client)
+    )
+    heard: list[bytes] = []
+
+    async def speak() -> None:
+        await send_then_eof(speaker, b"question")
+        heard.append(await read_all(speaker))
+
+    async def answer() -> None:
+        heard.append(await read_all(answerer))
+        await send_then_eof(answerer, b"answer after eof")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_proxy, rig, mode)
+            nursery.start_soon(speak)
+            nursery.start_soon(answer)
+    assert heard == [b"question", b"answer after eof"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_server_speaks_first(rig: Rig, mode: str) -> None:
+    async def server() -> None:
+        await rig.app_server.send_all(b"220 ready\r\n")
+        assert await read_all(rig.app_server) == b"QUIT\r\n"
+        await rig.app_server.send_eof()
+
+    async def client() -> None:
+        assert await rig.app_client.receive_some(100) == b"220 ready\r\n"
+        await send_then_eof(rig.app_client, b"QUIT\r\n")
+        assert await read_all(rig.app_client) == b""
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_proxy, rig, mode)
+            nursery.start_soon(server)
+            nursery.start_soon(client)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_prefix_is_replayed_first_and_not_counted(rig: Rig, mode: str) -> None:
+    prefix = b"GET / HTTP/1.1\r\n"
+    rest = b"Host: example\r\n\r\n" * 100
+    counters = (Counter(), Counter())
+    results: list[DuplexResult] = []
+    got: list[bytes] = []
+
+    async def proxy() -> None:
+        results.append(await run_proxy(rig, mode, prefix=prefix, counters=counters))
+
+    async def server() -> None:
+        got.append(await read_all(rig.app_server))
+        await rig.app_server.send_eof()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(proxy)
+            nursery.start_soon(server)
+            await send_then_eof(rig.app_client, rest)
+            assert await read_all(rig.app_client) == b""
+    assert got == [prefix + rest]
+    assert results[0].client_bytes == counters[0].total == len(rest)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_server_reset_is_reported_and_client_closed(rig: Rig, mode: str) -> None:
+    results: list[DuplexResult] = []
+
+    async def proxy() -> None:
+        results.append(await run_proxy(rig, mode))
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(proxy)
+            await rig.app_client.send_all(b"hello")
+            assert await rig.app_server.receive_some(5) == b"hello"
+            # SO_LINGER 0: close sends RST instead of FIN.
+            rig.app_server.socket.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            rig.app_server.socket.close()
+            # The client sees its connection end (not hang).
+            assert await read_all(rig.app_client) == b""
+    (result,) = results
+    assert result.errno == errno.ECONNRESET
+    assert result.error is not None
+    assert rig.proxy_client.socket.fileno() == -1
+
+
+async def test_no_half_close_destination_is_closed_at_eof(rig: Rig) -> None:
+    # Like trio.SSLStream: it cannot send EOF alone, so the pair ends and the
+    # client sees the end rather than waiting forever.
+    results: list[DuplexResult] = []
+
+    async def proxy() -> None:
+        results.append(
+            await proxy_streams(NoHalfClose(rig.proxy_client), Passthrough(rig.proxy_server))
+        )
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(proxy)
+            await send_then_eof(rig.app_server, b"bye")
+            assert await read_all(rig.app_client) == b"bye"
+    assert results[0].error is None
+    assert results[0].server_bytes == 3
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_cancellation_mid_copy_leaves_no_fds(mode: str) -> None:
+    before = _fd_count()
+    app_client, proxy_client = await tcp_pair()
+    proxy_server, app_server = await tcp_pair()
+    rig = Rig(app_client, proxy_client, proxy_server, app_server)
+    flowing = trio.Event()
+    counter = Counter()
+
+    def on_client_read(n: int) -> None:
+        counter(n)
+        flowing.set()
+
+    async def proxy(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            await run_proxy(rig, mode, counters=(on_client_read, Counter()))  # type: ignore[arg-type]
+
+    async def flood() -> None:
+        chunk = b"x" * 65536
+        for _ in range(10_000):  # bounded; the server never reads, so this blocks
+            await app_client.send_all(chunk)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            scope = await nursery.start(proxy)
+            nursery.start_soon(flood)
+            await flowing.wait()
+            await trio.sleep(0.05)  # let buffers fill so the copy is mid-write
+            scope.cancel()
+            nursery.cancel_scope.cancel()
+    assert proxy_client.socket.fileno() == -1
+    assert proxy_server.socket.fileno() == -1
+    assert counter.total > 0
+    await rig.aclose()
+    assert _fd_count() == before
+
+
+async def test_splice_partial_writes_do_not_stall_small_responses(rig: Rig) -> None:
+    # Request/response with 64 KiB answers: a tail held back after a partial
+    # splice would cost 100-200 ms per response (BENCH.md lesson 2).
+    if not HAS_SPLICE:
+        pytest.skip("no os.splice here")
+    body = os.urandom(64 * 1024)
+    times: list[float] = []
+
+    async def server() -> None:
+        for _ in range(30):
+            assert await rig.app_server.receive_some(10) == b"go"
+            await rig.app_server.send_all(body)
+
+    with trio.fail_after(8):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_proxy, rig, "splice")
+            nursery.start_soon(server)
+            for _ in range(30):
+                start = trio.current_time()
+                await rig.app_client.send_all(b"go")
+                got = 0
+                while got < len(body):
+                    got += len(await rig.app_client.receive_some(len(body)))
+                times.append(trio.current_time() - start)
+            await rig.app_client.send_eof()
+            await rig.app_server.send_eof()
+    assert statistics.median(times) < 0.04, times
+
+
+def test_error_errno_walks_the_cause_chain() -> None:
+    reset = ConnectionResetError(errno.ECONNRESET, "reset")
+    broken = trio.BrokenResourceError("broken")
+    broken.__cause__ = reset
+    assert error_errno(broken) == errno.ECONNRESET
+    assert error_errno(ValueError("x")) is None
+    assert error_errno(None) is None
+    loop: Any = RuntimeError("a")
+    loop.__context__ = loop
+    assert error_errno(loop) is None
+
+
+@pytest.mark.parametrize("mode", ["splice", "raw"])
+async def test_copy_checkpoints_when_data_is_always_ready(rig: Rig, mode: str) -> None:
+    # With data always ready no readiness wait ever happens, so only the
+    # checkpoint per batch lets a cancellation in: exactly one batch is moved.
+    if mode == "splice" and not HAS_SPLICE:
+        pytest.skip("no os.splice here")
+    with trio.fail_after(2):
+        await rig.app_client.send_all(b"x" * 256 * 1024)
+    counter = Counter()
+    chunk = 4096
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        if mode == "splice":
+            await splice.splice_one_way(
+                rig.proxy_client, rig.proxy_server, counter, pipe_size=chunk
+            )
+        else:
+            await duplex.copy_socket_one_way(
+                rig.proxy_client, rig.proxy_server, counter, size=chunk
+            )
+    assert scope.cancelled_caught
+    batch = splice._BATCH if mode == "splice" else duplex._BATCH
+    assert 0 < counter.total <= batch * chunk
