@@ -6,6 +6,9 @@ accepts exactly the syntax the reference proxy accepts and raises ``ValueError``
 whose message is the reason shown to the user (``config`` wraps it into a
 ``ConfigError`` naming the variable and the value).
 
+Each parser is paired with a one-line description of its syntax in a :class:`Kind`
+(``DURATION``, ``PORT_SET``, ...), which is what the variable table refers to.
+
 Empty strings: lists (port sets, CIDR lists, DNS suffix lists) read ``""`` as the
 empty list, as the reference does; every scalar kind (durations, bools, numbers,
 addresses, names) rejects it, and so does an IP set (``INBOUND_IPS``).
@@ -301,12 +304,12 @@ def parse_trace_attributes(text: str) -> dict[str, str]:
 
     Lines without ``=`` are skipped; the first ``=`` splits key from value.
     """
-    attrs: dict[str, str] = {}
+    out: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep:
-            attrs[key] = value.strip('"')
-    return attrs
+            out[key] = value.strip('"')
+    return out
 
 
 # ------------------------------------------------ kinds: parser + doc syntax
@@ -330,12 +333,16 @@ def _bounded_float(lo: float, hi: float, lo_open: bool) -> Callable[[str], float
     return parse
 
 
-def _choice(*choices: str, empty: object = ...) -> Callable[[str], object]:
+def _choice(*choices: str, fold: bool = True, empty: object = ...) -> Callable[[str], object]:
+    """One of ``choices``; ``fold`` ignores case and surrounding space (as the reference
+    does for the log formats, but not for policy names)."""
+
     def parse(text: str) -> object:
         if text == "" and empty is not ...:
             return empty
-        if text.strip().lower() in choices:
-            return text.strip().lower()
+        key = text.strip().lower() if fold else text
+        if key in choices:
+            return key
         raise ValueError(f"expected one of: {', '.join(choices)}")
 
     return parse
@@ -386,4 +393,4 @@ POLICIES = (
     "deny",
     "audit",
 )
-POLICY = Kind("a default policy name", _choice(*POLICIES))
+POLICY = Kind("a default policy name", _choice(*POLICIES, fold=False))

@@ -137,7 +137,7 @@ async def test_defaults_match_the_reference() -> None:
     assert (c.shutdown_endpoint_enabled, c.shutdown_grace_period) == (False, 120.0)
     assert c.metrics_retain_idle == 600.0
     assert c.cores == 1
-    assert c.identity is c.destination is c.policy is c.trace_collector is None
+    assert (c.identity, c.destination, c.policy, c.trace_collector) == (None, None, None, None)
 
 
 async def test_every_default_parses() -> None:

@@ -381,3 +381,10 @@ async def test_pure_module_does_not_import_trio() -> None:
     code = "import sys, linkerd_proxy.app.env_parse; print('trio' in sys.modules)"
     out = await trio.run_process([sys.executable, "-c", code], capture_stdout=True)
     assert out.stdout.strip() == b"False"
+
+
+async def test_policy_names_are_exact() -> None:
+    for bad in ("Deny", " deny", "deny "):
+        with pytest.raises(ValueError):
+            p.POLICY.parse(bad)
+    assert p.LOG_FORMAT.parse(" Plain ") == "plain"  # the log format is trimmed and folded
