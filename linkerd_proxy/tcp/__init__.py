@@ -1,0 +1,10 @@
+"""Opaque TCP: the connection-level request type and the forwarding service.
+
+Used by both the inbound and the outbound stacks for connections that are not (or
+not yet) handled at the HTTP level.
+"""
+
+from linkerd_proxy.tcp.accepted import Accepted, ConnMetrics, NoConnMetrics
+from linkerd_proxy.tcp.forward import Connect, Forward
+
+__all__ = ["Accepted", "ConnMetrics", "Connect", "Forward", "NoConnMetrics"]
