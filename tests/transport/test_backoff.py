@@ -45,8 +45,15 @@ def test_huge_attempt_counts_stay_finite() -> None:
 
 @pytest.mark.parametrize(
     ("lo", "hi", "jitter"),
-    [(2.0, 1.0, 0.0), (0.0, 0.0, 0.0), (-1.0, 1.0, 0.0), (0.1, 1.0, -0.1), (0.1, 1.0, 101.0),
-     (0.1, 1.0, float("nan")), (0.1, float("inf"), 0.0)],  # fmt: skip
+    [
+        (2.0, 1.0, 0.0),
+        (0.0, 0.0, 0.0),
+        (-1.0, 1.0, 0.0),
+        (0.1, 1.0, -0.1),
+        (0.1, 1.0, 101.0),
+        (0.1, 1.0, float("nan")),
+        (0.1, float("inf"), 0.0),
+    ],
 )
 def test_invalid_policies_are_rejected(lo: float, hi: float, jitter: float) -> None:
     with pytest.raises(ValueError, match="invalid backoff"):

@@ -1,0 +1,263 @@
+"""The benchmark's world: two pods, the backend, the reference proxies and ours.
+
+Pod A (192.0.2.1) holds the load generators, nginx and haproxy (listening on
+127.0.0.1, forwarding to pod B) and our proxy's outbound side; pod B (192.0.2.2)
+holds the backend nginx (``/ok``, ``/64k``; HTTP/1.1 on 80, h2c on 8080), the bulk
+sink (5001) and, for meshed traffic, a second proxy's inbound side. Every system
+crosses the same veth.
+
+linkerd-init's iptables rules are switched per round (:meth:`World.set_mode`):
+none for direct and the reference proxies, pod A's for ``proxy``, both pods' for
+``proxy-mesh``. :func:`open_world` owns every process and both namespaces and
+removes them on the way out, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from bench import configs
+from linkerd_proxy.testing.netns import NetNs, linkerd_init, pod_pair
+from linkerd_proxy.testing.process import ProxyProcess
+
+Kind = Literal["h1", "h2", "bulk"]
+Mode = Literal["plain", "outbound", "mesh"]
+
+TOOLS = str(Path(__file__).with_name("tools.py"))
+
+_FRONTS = {
+    "nginx": configs.NGINX_HTTP,
+    "haproxy": configs.HAPROXY_HTTP,
+    "nginx-stream": configs.NGINX_STREAM,
+    "haproxy-tcp": configs.HAPROXY_TCP,
+}
+_BACK_PORTS: dict[Kind, int] = {
+    "h1": configs.BACKEND_H1_PORT,
+    "h2": configs.BACKEND_H2_PORT,
+    "bulk": configs.SINK_PORT,
+}
+
+
+class SystemUnavailable(RuntimeError):
+    """A system could not be started; its cases are recorded as not runnable."""
+
+
+def tool_command(*args: str) -> list[str]:
+    """The argv of a ``bench/tools.py`` helper."""
+    return [sys.executable, TOOLS, *args]
+
+
+def mode_of(system: str) -> Mode:
+    return {"proxy": "outbound", "proxy-mesh": "mesh"}.get(system, "plain")  # type: ignore[return-value]
+
+
+class World:
+    """The running systems. Build with :func:`open_world`."""
+
+    def __init__(self, a: NetNs, b: NetNs, workdir: str) -> None:
+        self.a, self.b, self.workdir = a, b, workdir
+        self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
+        self.proxies: list[ProxyProcess] = []
+        self.proxy_error: str | None = None
+        self._rules = {"a": False, "b": False}
+
+    # ------------------------------------------------------------- queries
+
+    @property
+    def backend_ip(self) -> str:
+        return str(self.b.ip)
+
+    def target(self, system: str, kind: Kind) -> str:
+        """``host:port`` the load generator in pod A uses to reach ``system``."""
+        front = _FRONTS.get(system)
+        if front is None:  # direct and our proxies: the backend itself (redirected)
+            return f"{self.backend_ip}:{_BACK_PORTS[kind]}"
+        port = {"h1": front.h1, "h2": front.h2, "bulk": front.bulk}[kind]
+        if port is None:
+            raise KeyError(f"{system} does not carry {kind}")
+        return f"127.0.0.1:{port}"
+
+    def pids(self, system: str) -> list[int]:
+        """The processes whose CPU and memory are charged to ``system``."""
+        if system in ("proxy", "proxy-mesh"):
+            n = 1 if system == "proxy" else 2
+            return [p.proc.pid for p in self.proxies[:n]]
+        return [p.pid for p in self.procs.get(system, [])]
+
+    def available(self, system: str) -> str | None:
+        """``None`` if the system is running, else why not."""
+        if system in ("proxy", "proxy-mesh"):
+            n = 1 if system == "proxy" else 2
+            if len(self.proxies) < n:
+                return self.proxy_error or "proxy not started"
+            for proxy in self.proxies[:n]:
+                if proxy.proc.poll() is not None:
+                    return f"proxy exited with {proxy.proc.returncode}: {proxy.logs()[-1500:]}"
+            return None
+        for proc in self.procs.get(system, []):
+            if proc.poll() is not None:
+                return f"{system} exited with {proc.returncode}"
+        return None
+
+    # ------------------------------------------------------------- iptables
+
+    def set_mode(self, mode: Mode) -> None:
+        """Install or remove linkerd-init's rules so that ``mode`` is in force."""
+        want = {"a": mode != "plain", "b": mode == "mesh"}
+        for key, ns in (("a", self.a), ("b", self.b)):
+            if want[key] == self._rules[key]:
+                continue
+            if want[key]:
+                linkerd_init(ns)
+            else:
+                ns.run(["iptables", "-w", "-t", "nat", "-F"])
+                ns.run(["iptables", "-w", "-t", "nat", "-X"])
+            self._rules[key] = want[key]
+
+    # ------------------------------------------------------------- starting
+
+    def _spawn(self, system: str, ns: NetNs, args: list[str], log: str) -> None:
+        fd = os.open(os.path.join(self.workdir, log), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            proc = ns.popen(args, stdout=fd, stderr=fd)
+        finally:
+            os.close(fd)
+        self.procs.setdefault(system, []).append(proc)
+
+    def _write(self, name: str, text: str) -> str:
+        path = os.path.join(self.workdir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def wait_listening(self, ns: NetNs, addr: str, timeout: float = 15.0) -> None:
+        proc = ns.run(tool_command("wait", "--addr", addr, "--timeout", str(timeout)),
+                      timeout=timeout + 10, check=False)  # fmt: skip
+        if proc.returncode != 0:
+            raise SystemUnavailable(f"nothing listening on {addr} in {ns.name}: {proc.stderr}")
+
+    def start_backends(self) -> None:
+        """The backend nginx and the bulk sink in pod B."""
+        www = os.path.join(self.workdir, "www")
+        os.makedirs(www, exist_ok=True)
+        with open(os.path.join(www, "64k"), "wb") as f:
+            f.write(os.urandom(64 * 1024))
+        conf = self._write("backend.conf", configs.nginx_backend(self.workdir, www))
+        self._spawn("backend", self.b, ["nginx", "-e", "stderr", "-c", conf], "backend.log")
+        self._spawn("sink", self.b, tool_command("sink", "--port", str(configs.SINK_PORT)),
+                    "sink.log")  # fmt: skip
+        for port in (configs.BACKEND_H1_PORT, configs.BACKEND_H2_PORT, configs.SINK_PORT):
+            self.wait_listening(self.b, f"{self.backend_ip}:{port}")
+
+    def start_references(self) -> None:
+        """nginx (http, stream) and haproxy (http, tcp) in pod A."""
+        ip = self.backend_ip
+        for system, text in (
+            ("nginx", configs.nginx_http(self.workdir, ip)),
+            ("nginx-stream", configs.nginx_stream(self.workdir, ip)),
+        ):
+            conf = self._write(f"{system}.conf", text)
+            self._spawn(system, self.a, ["nginx", "-e", "stderr", "-c", conf], f"{system}.log")
+        for system, text in (
+            ("haproxy", configs.haproxy_http(ip)),
+            ("haproxy-tcp", configs.haproxy_tcp(ip)),
+        ):
+            conf = self._write(f"{system}.cfg", text)
+            self._spawn(system, self.a, ["haproxy", "-db", "-f", conf], f"{system}.log")
+        for system, front in _FRONTS.items():
+            for port in (front.h1, front.h2, front.bulk):
+                if port is not None:
+                    self.wait_listening(self.a, f"127.0.0.1:{port}")
+            if self.available(system):
+                raise SystemUnavailable(f"{system} did not start: {self.log(system)}")
+
+    def start_proxies(self) -> None:
+        """Our proxy in pod A (outbound) and in pod B (inbound), if it runs at all.
+
+        A failure is remembered in :attr:`proxy_error`, not raised: the reference
+        systems are still measured.
+        """
+        env = {"LINKERD2_PROXY_LOG": "warn"}
+        try:
+            for ns in (self.a, self.b):
+                proxy = ProxyProcess.start(ns, {**env, "LINKERD2_PROXY_INBOUND_IPS": str(ns.ip)})
+                self.proxies.append(proxy)
+                proxy.wait_ready(timeout=20.0)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            self.proxy_error = f"proxy not runnable: {str(exc)[-1500:]}"
+            for proxy in self.proxies:
+                proxy.kill()
+            self.proxies.clear()
+
+    def log(self, system: str) -> str:
+        path = os.path.join(self.workdir, f"{system}.log")
+        try:
+            return Path(path).read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    # ------------------------------------------------------------- stopping
+
+    def close(self) -> None:
+        """Stop everything: politely, then by force; then anything left in the pods."""
+        for proxy in self.proxies:
+            with contextlib.suppress(Exception):
+                proxy.kill()
+        procs = [p for group in self.procs.values() for p in group]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 5
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5)
+        for ns in (self.a, self.b):
+            _kill_namespace_pids(ns)
+
+
+def _kill_namespace_pids(ns: NetNs) -> None:
+    """Kill what is still running inside one of our namespaces (all started by us)."""
+    out = subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True, text=True,
+                         timeout=10)  # fmt: skip
+    for pid in out.stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def open_world(*, with_proxy: bool = True) -> Iterator[World]:
+    """Create the pods, start every system, yield the :class:`World`, tear it all down.
+
+    Raises:
+        SystemUnavailable: if the backend or a reference proxy does not start.
+        NetNsUnavailable: if namespaces cannot be created here.
+    """
+    with (
+        tempfile.TemporaryDirectory(prefix="lp-bench-") as workdir,
+        pod_pair(prefix=f"lpb{os.getpid() % 10000}") as (a, b),
+    ):
+        os.chmod(workdir, 0o755)
+        world = World(a, b, workdir)
+        try:
+            world.start_backends()
+            world.start_references()
+            if with_proxy:
+                world.start_proxies()
+            else:
+                world.proxy_error = "proxy cases skipped (--no-proxy)"
+            yield world
+        finally:
+            world.close()

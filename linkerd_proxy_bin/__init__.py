@@ -1,0 +1,1 @@
+"""The ``linkerd-proxy`` binary: environment in, sidecar running."""

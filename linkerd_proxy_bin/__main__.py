@@ -1,0 +1,81 @@
+"""``linkerd-proxy``: read ``LINKERD2_PROXY_*``, run the proxy, exit.
+
+Exit codes: 0 after a shutdown (graceful or at the grace period, as the
+reference), 64 for invalid configuration (``Invalid configuration: VAR=value:
+why`` on stderr), 1 when initialisation fails (e.g. a port cannot be bound).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+import trio
+
+from linkerd_proxy.app.config import Config
+from linkerd_proxy.app.run import UnsupportedConfig, check_supported, run
+from linkerd_proxy.app.shutdown import Shutdown
+from linkerd_proxy.errors import ConfigError
+from linkerd_proxy.log import LogLevelHandle, setup_logging
+
+EX_CONFIG = 64
+log = logging.getLogger("linkerd_proxy.app")
+
+_SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+
+
+async def _watch_signals(shutdown: Shutdown, task_status: trio.TaskStatus[None]) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            if not shutdown.is_triggered:
+                name = _SIGNAL_NAMES.get(signal.Signals(signum), str(signum))
+                log.info("received %s, starting shutdown", name)
+                shutdown.trigger(name)
+
+
+async def _main(config: Config, env: dict[str, str], log_level: LogLevelHandle) -> None:
+    shutdown = Shutdown()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_watch_signals, shutdown)
+        await run(
+            config,
+            env=env,
+            shutdown=shutdown,
+            log_level=log_level if log_level.reloadable else None,
+        )
+        nursery.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script's entry point."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        print("\nConfiguration: LINKERD2_PROXY_* environment variables (docs/configuration.md).")
+        return
+    env = dict(os.environ)
+    try:
+        config = Config.from_env(env)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(EX_CONFIG)
+    log_level = setup_logging(config.log.filter, config.log.format)
+    try:
+        check_supported(config)
+    except UnsupportedConfig as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+    try:
+        trio.run(_main, config, env, log_level)
+    except* OSError as group:
+        for exc in group.exceptions:
+            log.error("failed to initialize the proxy: %s", exc)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
