@@ -38,8 +38,8 @@ master_process off;
 worker_processes 1;
 pid {dir}/{name}.pid;
 error_log {dir}/{name}-error.log warn;
-worker_rlimit_nofile 32768;
-events {{ worker_connections 16384; }}
+worker_rlimit_nofile 16384;
+events {{ worker_connections 8192; }}
 """
 
 _NGINX_HTTP_COMMON = """\
@@ -128,7 +128,7 @@ def nginx_stream(dir: str, backend_ip: str) -> str:
 _HAPROXY_COMMON = """\
 global
     nbthread 1
-    maxconn 32768
+    maxconn 8192
 
 defaults
     mode {mode}

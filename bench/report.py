@@ -147,7 +147,7 @@ def evaluate_targets(doc: Doc) -> list[Record]:
         _target(
             "opaque TCP bulk, plaintext",
             ">= 1.0x nginx stream",
-            ratio(value(doc, "tcp_bulk", p, "mb_s"), value(doc, "tcp_bulk", "nginx-stream", "mb_s")),
+            _vs(doc, "tcp_bulk", "mb_s", "nginx-stream"),
             1.0,
             at_least=True,
             unit="x",
@@ -162,7 +162,7 @@ def evaluate_targets(doc: Doc) -> list[Record]:
         _target(
             "HTTP/1 small, c16",
             ">= 0.5x nginx reverse proxy",
-            ratio(value(doc, "h1_small_c16", p, "rps"), value(doc, "h1_small_c16", "nginx", "rps")),
+            _vs(doc, "h1_small_c16", "rps", "nginx"),
             0.5,
             at_least=True,
             unit="x",
@@ -178,7 +178,7 @@ def evaluate_targets(doc: Doc) -> list[Record]:
         _target(
             "HTTP/1 c1: p99",
             "<= 2x nginx's p99",
-            ratio(value(doc, "h1_small_c1", p, "p99_ms"), value(doc, "h1_small_c1", "nginx", "p99_ms")),
+            _vs(doc, "h1_small_c1", "p99_ms", "nginx"),
             2.0,
             at_least=False,
             unit="x",
@@ -186,7 +186,7 @@ def evaluate_targets(doc: Doc) -> list[Record]:
         _target(
             "HTTP/1 64 KiB, c16",
             ">= 0.6x nginx reverse proxy",
-            ratio(value(doc, "h1_64k_c16", p, "rps"), value(doc, "h1_64k_c16", "nginx", "rps")),
+            _vs(doc, "h1_64k_c16", "rps", "nginx"),
             0.6,
             at_least=True,
             unit="x",
@@ -194,7 +194,7 @@ def evaluate_targets(doc: Doc) -> list[Record]:
         _target(
             "HTTP/2 h2c c16 m10",
             ">= 0.25x nginx h2c proxy",
-            ratio(value(doc, "h2_small_m10", p, "rps"), value(doc, "h2_small_m10", "nginx", "rps")),
+            _vs(doc, "h2_small_m10", "rps", "nginx"),
             0.25,
             at_least=True,
             unit="x",
@@ -232,6 +232,10 @@ def evaluate_targets(doc: Doc) -> list[Record]:
         ),
     ]
     return targets
+
+
+def _vs(doc: Doc, case_id: str, key: str, reference: str) -> float | None:
+    return ratio(value(doc, case_id, "proxy", key), value(doc, case_id, reference, key))
 
 
 def _sub(a: float | None, b: float | None) -> float | None:

@@ -145,6 +145,12 @@ class World:
         if proc.returncode != 0:
             raise SystemUnavailable(f"nothing listening on {addr} in {ns.name}: {proc.stderr}")
 
+    def _wait_for(self, system: str, ns: NetNs, addr: str) -> None:
+        try:
+            self.wait_listening(ns, addr)
+        except SystemUnavailable as exc:
+            raise SystemUnavailable(f"{exc}\n{system} log:\n{self.log(system)}") from None
+
     def start_backends(self) -> None:
         """The backend nginx and the bulk sink in pod B."""
         www = os.path.join(self.workdir, "www")
@@ -155,8 +161,9 @@ class World:
         self._spawn("backend", self.b, ["nginx", "-e", "stderr", "-c", conf], "backend.log")
         self._spawn("sink", self.b, tool_command("sink", "--port", str(configs.SINK_PORT)),
                     "sink.log")  # fmt: skip
-        for port in (configs.BACKEND_H1_PORT, configs.BACKEND_H2_PORT, configs.SINK_PORT):
-            self.wait_listening(self.b, f"{self.backend_ip}:{port}")
+        for port in (configs.BACKEND_H1_PORT, configs.BACKEND_H2_PORT):
+            self._wait_for("backend", self.b, f"{self.backend_ip}:{port}")
+        self._wait_for("sink", self.b, f"{self.backend_ip}:{configs.SINK_PORT}")
 
     def start_references(self) -> None:
         """nginx (http, stream) and haproxy (http, tcp) in pod A."""
@@ -175,10 +182,9 @@ class World:
             self._spawn(system, self.a, ["haproxy", "-db", "-f", conf], f"{system}.log")
         for system, front in _FRONTS.items():
             for port in (front.h1, front.h2, front.bulk):
-                if port is not None:
-                    self.wait_listening(self.a, f"127.0.0.1:{port}")
-            if self.available(system):
-                raise SystemUnavailable(f"{system} did not start: {self.log(system)}")
+                if port is None:
+                    continue
+                self._wait_for(system, self.a, f"127.0.0.1:{port}")
 
     def start_proxies(self) -> None:
         """Our proxy in pod A (outbound) and in pod B (inbound), if it runs at all.

@@ -7,9 +7,12 @@ accepted connection runs its handler in its own task in a nursery the caller
 owns, so cancelling the accept loop (graceful shutdown: "stop accepting") leaves
 in-flight connections running until the caller drains or cancels them.
 
-Binding follows linkerd2-proxy: ``SO_REUSEADDR`` on, the kernel's maximum
-backlog unless one is configured, and ``IPV6_V6ONLY`` left at the system default
-for ``[::]`` (on Linux usually dual-stack; pass ``v6only`` to force either way).
+Binding follows linkerd2-proxy: ``SO_REUSEADDR`` on, and ``IPV6_V6ONLY`` left
+at the system default for ``[::]`` (on Linux usually dual-stack; pass
+``v6only`` to force either way). Without a configured backlog we ask for the
+largest one the kernel allows (``net.core.somaxconn``). A dual listen address
+(``127.0.0.1:4140`` plus ``[::1]:4140``) is two listeners, each served by its
+own :func:`serve_listener`.
 """
 
 from __future__ import annotations

@@ -91,3 +91,22 @@ def test_positive_jitter_adds_something_below_max(lo: float, jitter: float) -> N
     b = ExponentialBackoff(lo, lo * 1000, jitter)
     assert b.delay(0, 0.5) > lo
     assert b.delay(0, 0.0) == lo
+
+
+def test_backoff_module_is_pure() -> None:
+    import ast
+    import pathlib
+
+    import linkerd_proxy.transport.backoff as module
+
+    tree = ast.parse(pathlib.Path(module.__file__).read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (
+            node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
+        )
+    }
+    assert "trio" not in imported
+    assert "socket" not in imported

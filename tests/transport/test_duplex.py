@@ -6,7 +6,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -125,7 +125,11 @@ class Counter:
 
 
 async def run_proxy(
-    rig: Rig, mode: str, *, prefix: bytes = b"", counters: tuple[Counter, Counter] | None = None
+    rig: Rig,
+    mode: str,
+    *,
+    prefix: bytes = b"",
+    counters: tuple[Callable[[int], None], Callable[[int], None]] | None = None,
 ) -> DuplexResult:
     if mode == "splice" and not HAS_SPLICE:
         pytest.skip("no os.splice here")
@@ -323,7 +327,7 @@ async def test_cancellation_mid_copy_leaves_no_fds(mode: str) -> None:
     async def proxy(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
         with trio.CancelScope() as scope:
             task_status.started(scope)
-            await run_proxy(rig, mode, counters=(on_client_read, Counter()))  # type: ignore[arg-type]
+            await run_proxy(rig, mode, counters=(on_client_read, Counter()))
 
     async def flood() -> None:
         chunk = b"x" * 65536
