@@ -52,7 +52,7 @@ def load_command(case: Case, target: str, settings: Settings) -> tuple[list[str]
         return argv, secs + 20
     if case.tool == "h2load":
         argv = ["h2load", "-t1", f"-c{case.connections}", f"-m{case.streams}",
-                f"--duration={secs}", "--warm-up-time=0.5",
+                f"--duration={secs}", "--warm-up-time=500ms",
                 "--connection-inactivity-timeout=5", f"http://{target}{case.path}"]  # fmt: skip
         return argv, secs + 20
     # At least 50 MB/s, or it counts as failed.

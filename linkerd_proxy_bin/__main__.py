@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         trio.run(_main, config, env, log_level)
     except* OSError as group:
-        for exc in group.exceptions:
-            log.error("failed to initialize the proxy: %s", exc)
+        for error in group.exceptions:
+            log.error("failed to initialize the proxy: %s", error)
         sys.exit(1)
     sys.exit(0)
 

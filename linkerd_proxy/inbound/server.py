@@ -88,9 +88,7 @@ class InboundServer:
         def new_forward(target: InboundTarget) -> Forward:
             return Forward(target.addr, dial, lambda: tcp.connect(app_labels))
 
-        self._stack = stack(new_forward).push_idle_cached(
-            config.discovery_idle_timeout, background
-        )
+        self._stack = stack(new_forward).push_idle_cached(config.discovery_idle_timeout, background)
 
     def _route(self, target: InboundTarget) -> Cached[Accepted, None]:
         return self._stack(target)
@@ -112,9 +110,7 @@ class InboundServer:
             self.errors.record(InboundErrorKind.UNEXPECTED, target)
             return
         srv = ServerLabels.default_policy(self.config.default_policy, orig.port)
-        metrics = self.tcp.accept(
-            TcpAcceptLabels.inbound(target, srv, NoServerTls.NO_CLIENT_HELLO)
-        )
+        metrics = self.tcp.accept(TcpAcceptLabels.inbound(target, srv, NoServerTls.NO_CLIENT_HELLO))
         conn = Accepted(stream, client, metrics)
         try:
             await self._route(InboundTarget(orig))(conn)
@@ -132,6 +128,4 @@ class InboundServer:
         if ips and orig.ip not in ips:
             raise ForbiddenOrigDst(f"original destination {orig.ip} is not one of INBOUND_IPS")
         if orig.port == self.listen_addr.port:
-            raise DirectConnectionRefused(
-                "direct connections must be mutually authenticated"
-            )
+            raise DirectConnectionRefused("direct connections must be mutually authenticated")

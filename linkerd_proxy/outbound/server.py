@@ -80,9 +80,7 @@ class OutboundServer:
 
             return Forward(target.orig_dst, dial, new_metrics)
 
-        self._stack = stack(new_forward).push_idle_cached(
-            config.discovery_idle_timeout, background
-        )
+        self._stack = stack(new_forward).push_idle_cached(config.discovery_idle_timeout, background)
 
     def _route(self, target: OutboundTarget) -> Cached[Accepted, None]:
         return self._stack(target)
@@ -93,9 +91,7 @@ class OutboundServer:
             client = peer_addr(stream)
             orig = self.orig_dst(stream)
             if orig in self.listen_addrs:
-                raise LoopDetected(
-                    f"original destination {orig} is this proxy's outbound listener"
-                )
+                raise LoopDetected(f"original destination {orig} is this proxy's outbound listener")
         except (OrigDstError, LoopDetected, OSError) as exc:
             log.warning("outbound connection rejected: %s", exc)
             self.errors.record(OutboundErrorKind.UNEXPECTED, TargetAddrLabels(local_addr(stream)))
@@ -110,4 +106,3 @@ class OutboundServer:
             self.errors.record(OutboundErrorKind.IO, target)
         finally:
             metrics.close(conn.close_errno)
-

@@ -113,9 +113,7 @@ class NetNs:
         self, args: Sequence[str], *, timeout: float = 30, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """Run a command in the namespace and wait for it (bounded by ``timeout``)."""
-        proc = subprocess.run(
-            self.command(args), capture_output=True, text=True, timeout=timeout
-        )
+        proc = subprocess.run(self.command(args), capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise RuntimeError(
                 f"in {self.name}: {' '.join(args)} failed ({proc.returncode}): "
@@ -180,8 +178,23 @@ def pod_pair(
             _create(name)
             created.append(name)
         veth_a, veth_b = f"{tag}va"[:15], f"{tag}vb"[:15]
-        _run(["ip", "link", "add", veth_a, "netns", names[0], "type", "veth",
-              "peer", "name", veth_b, "netns", names[1]])  # fmt: skip
+        _run(
+            [
+                "ip",
+                "link",
+                "add",
+                veth_a,
+                "netns",
+                names[0],
+                "type",
+                "veth",
+                "peer",
+                "name",
+                veth_b,
+                "netns",
+                names[1],
+            ]
+        )
         a = NetNs(names[0], ip_a)
         b = NetNs(names[1], ip_b)
         for ns, veth, ip in ((a, veth_a, ip_a), (b, veth_b, ip_b)):
@@ -216,10 +229,19 @@ def linkerd_init(
     ipt("-N", "PROXY_INIT_REDIRECT")
     if inbound_ports_to_ignore:
         ports = ",".join(str(p) for p in inbound_ports_to_ignore)
-        ipt("-A", "PROXY_INIT_REDIRECT", "-p", "tcp", "--match", "multiport",
-            "--dports", ports, "-j", "RETURN")  # fmt: skip
-    ipt("-A", "PROXY_INIT_REDIRECT", "-p", "tcp", "-j", "REDIRECT",
-        "--to-port", str(inbound_port))  # fmt: skip
+        ipt(
+            "-A",
+            "PROXY_INIT_REDIRECT",
+            "-p",
+            "tcp",
+            "--match",
+            "multiport",
+            "--dports",
+            ports,
+            "-j",
+            "RETURN",
+        )
+    ipt("-A", "PROXY_INIT_REDIRECT", "-p", "tcp", "-j", "REDIRECT", "--to-port", str(inbound_port))
     ipt("-A", "PREROUTING", "-j", "PROXY_INIT_REDIRECT")
 
     ipt("-N", "PROXY_INIT_OUTPUT")
@@ -227,8 +249,17 @@ def linkerd_init(
     ipt("-A", "PROXY_INIT_OUTPUT", "-o", "lo", "-j", "RETURN")
     if outbound_ports_to_ignore:
         ports = ",".join(str(p) for p in outbound_ports_to_ignore)
-        ipt("-A", "PROXY_INIT_OUTPUT", "-p", "tcp", "--match", "multiport",
-            "--dports", ports, "-j", "RETURN")  # fmt: skip
-    ipt("-A", "PROXY_INIT_OUTPUT", "-p", "tcp", "-j", "REDIRECT",
-        "--to-port", str(outbound_port))  # fmt: skip
+        ipt(
+            "-A",
+            "PROXY_INIT_OUTPUT",
+            "-p",
+            "tcp",
+            "--match",
+            "multiport",
+            "--dports",
+            ports,
+            "-j",
+            "RETURN",
+        )
+    ipt("-A", "PROXY_INIT_OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-port", str(outbound_port))
     ipt("-A", "OUTPUT", "-j", "PROXY_INIT_OUTPUT")

@@ -87,7 +87,15 @@ class ProxyProcess:
     def get(self, path: str, *, timeout: float = 5.0) -> tuple[int, str]:
         """GET ``path`` from the admin server; returns (status, body)."""
         proc = self.ns.run(
-            ["curl", "-s", "-m", str(timeout), "-w", "\n%{http_code}", f"http://{self.admin}{path}"],
+            [
+                "curl",
+                "-s",
+                "-m",
+                str(timeout),
+                "-w",
+                "\n%{http_code}",
+                f"http://{self.admin}{path}",
+            ],
             timeout=timeout + 5,
             check=False,
         )

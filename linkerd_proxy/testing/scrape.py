@@ -33,9 +33,7 @@ def parse_labels(text: str) -> dict[str, str]:
         if not m or m.end() == pos:
             raise ValueError(f"malformed labels at {pos}: {text!r}")
         raw = m.group(2)
-        labels[m.group(1)] = (
-            raw.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
-        )
+        labels[m.group(1)] = raw.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
         pos = m.end()
     return labels
 

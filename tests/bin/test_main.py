@@ -38,11 +38,8 @@ def test_bad_values_exit_64_naming_the_variable(var: str, value: str, why: str) 
 
 
 def test_control_address_needs_a_name_unless_loopback() -> None:
-    proc = _run(
-        {
-            "LINKERD2_PROXY_DESTINATION_SVC_ADDR": "linkerd-dst-headless.linkerd.svc.cluster.local.:8086",
-        }
-    )
+    addr = "linkerd-dst-headless.linkerd.svc.cluster.local.:8086"
+    proc = _run({"LINKERD2_PROXY_DESTINATION_SVC_ADDR": addr})
     assert proc.returncode == 64, proc.stderr
     assert "LINKERD2_PROXY_DESTINATION_SVC_NAME" in proc.stderr
 

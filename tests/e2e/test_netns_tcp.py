@@ -41,7 +41,9 @@ class Mesh:
             timeout=60,
             check=False,
         )
-        assert proc.stdout, f"no output; stderr={proc.stderr}\nA:{self.pa.logs()}\nB:{self.pb.logs()}"
+        assert proc.stdout, (
+            f"no output; stderr={proc.stderr}\nA:{self.pa.logs()}\nB:{self.pb.logs()}"
+        )
         result: dict[str, object] = json.loads(proc.stdout.splitlines()[-1])
         return result
 
@@ -61,9 +63,7 @@ def mesh() -> Iterator[Mesh]:
             try:
                 servers.append(b.popen(_peers("echo-server", "--port", str(ECHO_PORT))))
                 servers.append(
-                    b.popen(
-                        _peers("echo-server", "--port", str(BANNER_PORT), "--banner", BANNER)
-                    )
+                    b.popen(_peers("echo-server", "--port", str(BANNER_PORT), "--banner", BANNER))
                 )
                 pa.wait_ready()
                 pb.wait_ready()
@@ -114,8 +114,15 @@ def test_server_speaks_first(mesh: Mesh) -> None:
 def test_sigterm_lets_the_stream_finish(mesh: Mesh) -> None:
     # 1 MiB in 16 chunks, 0.15 s apart: about 2.4 s of transfer.
     client = mesh.a.popen(
-        _peers("exchange", "--addr", f"{mesh.b.ip}:{ECHO_PORT}", "--bytes", str(MIB),
-               "--chunk-delay", "0.15")  # fmt: skip
+        _peers(
+            "exchange",
+            "--addr",
+            f"{mesh.b.ip}:{ECHO_PORT}",
+            "--bytes",
+            str(MIB),
+            "--chunk-delay",
+            "0.15",
+        )
     )
     try:
         time.sleep(0.8)
