@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.sessions = ["tests", "lint"]
@@ -24,3 +26,12 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "linkerd_proxy", "linkerd_proxy_bin", "tests", "noxfile.py")
     session.run("ruff", "format", "--check", "linkerd_proxy", "linkerd_proxy_bin", "tests")
     session.run("mypy")
+
+
+@nox.session(python=PY)
+def bench(session: nox.Session) -> None:
+    """Benchmarks vs direct, nginx, haproxy (needs root); ``-- --quick`` takes < 3 min."""
+    if os.geteuid() != 0:
+        session.error("the benchmark needs root (network namespaces, iptables, apt-get)")
+    session.install("-e", ".")
+    session.run("python", "-m", "bench.run", *session.posargs)

@@ -297,10 +297,11 @@ def _latency_cell(doc: Doc, system: str) -> str:
 
 
 def _h1_table(doc: Doc) -> list[str]:
+    conns = doc.get("meta", {}).get("idle_conns", 1000)
     header = [
         "system", "HTTP/1 c16 req/s", "HTTP/1 c1 p50 / p99 ms", "HTTP/1 64KiB c16 req/s",
         "64KiB MB/s", "TCP bulk MB/s", "CPU s / 10k req (c16)", "idle RSS",
-        "RSS +1,000 conns", "peak RSS",
+        f"RSS +{conns:,} conns", "peak RSS",
     ]  # fmt: skip
     rows = []
     for system, label in SYSTEMS.items():
@@ -370,6 +371,9 @@ def ratio_rows(doc: Doc) -> list[Record]:
     return rows
 
 
+_FIGURES = {"rps": "req/s", "mb_s": "MB/s", "p50_ms": "p50 ms", "p99_ms": "p99 ms"}
+
+
 def _ratio_table(doc: Doc) -> list[str]:
     header = ["case", "system", "figure", "value", "vs direct", "vs nginx", "vs haproxy"]
     rows = []
@@ -378,7 +382,7 @@ def _ratio_table(doc: Doc) -> list[str]:
         rows.append([
             case_by_id(r["case"]).title,
             SYSTEMS[r["system"]],
-            r["key"],
+            _FIGURES[r["key"]],
             shown,
             fmt_ratio(r["vs_direct"]),
             fmt_ratio(r["vs_nginx"]),
