@@ -16,7 +16,6 @@ connection is closed. Nothing here affects any other connection.
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import attrs
@@ -29,8 +28,7 @@ from linkerd_proxy.metrics.errors import InboundErrorKind, TcpErrorMetrics
 from linkerd_proxy.metrics.labels import NoServerTls, ServerLabels, TargetAddrLabels
 from linkerd_proxy.metrics.tcp import InboundConnectLabels, TcpAcceptLabels, TcpMetrics
 from linkerd_proxy.stack import Cached, stack
-from linkerd_proxy.tcp import Accepted, Forward
-from linkerd_proxy.transport.connect import connect
+from linkerd_proxy.tcp import Accepted, Forward, dialer
 from linkerd_proxy.transport.orig_dst import OrigDstLookup, peer_addr
 
 log = logging.getLogger(__name__)
@@ -75,12 +73,8 @@ class InboundServer:
         self.errors = errors
         self.orig_dst = orig_dst
         self.listen_addr = listen_addr
-        dial = functools.partial(
-            connect,
-            timeout=config.connect.timeout,
-            keepalive=config.connect.keepalive,
-            user_timeout=config.connect.user_timeout,
-        )
+        c = config.connect
+        dial = dialer(timeout=c.timeout, keepalive=c.keepalive, user_timeout=c.user_timeout)
         # Every connection to the app shares one connect-side series (the
         # reference labels it by direction, peer and TLS only).
         app_labels = InboundConnectLabels()

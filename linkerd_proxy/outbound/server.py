@@ -10,7 +10,6 @@ would loop back into the proxy forever; it is refused.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Collection
 
@@ -24,8 +23,7 @@ from linkerd_proxy.metrics.errors import OutboundErrorKind, TcpErrorMetrics
 from linkerd_proxy.metrics.labels import TargetAddrLabels
 from linkerd_proxy.metrics.tcp import OutboundConnectLabels, TcpAcceptLabels, TcpMetrics
 from linkerd_proxy.stack import Cached, stack
-from linkerd_proxy.tcp import Accepted, ConnMetrics, Forward
-from linkerd_proxy.transport.connect import connect
+from linkerd_proxy.tcp import Accepted, ConnMetrics, Forward, dialer
 from linkerd_proxy.transport.orig_dst import OrigDstLookup, local_addr, peer_addr
 
 log = logging.getLogger(__name__)
@@ -65,12 +63,8 @@ class OutboundServer:
         self.errors = errors
         self.orig_dst = orig_dst
         self.listen_addrs = frozenset(listen_addrs)
-        dial = functools.partial(
-            connect,
-            timeout=config.connect.timeout,
-            keepalive=config.connect.keepalive,
-            user_timeout=config.connect.user_timeout,
-        )
+        c = config.connect
+        dial = dialer(timeout=c.timeout, keepalive=c.keepalive, user_timeout=c.user_timeout)
 
         def new_forward(target: OutboundTarget) -> Forward:
             labels = OutboundConnectLabels(TargetAddrLabels(target.orig_dst))

@@ -5,6 +5,6 @@ not yet) handled at the HTTP level.
 """
 
 from linkerd_proxy.tcp.accepted import Accepted, ConnMetrics, NoConnMetrics
-from linkerd_proxy.tcp.forward import Connect, Forward
+from linkerd_proxy.tcp.forward import Connect, Forward, dialer
 
-__all__ = ["Accepted", "ConnMetrics", "Connect", "Forward", "NoConnMetrics"]
+__all__ = ["Accepted", "ConnMetrics", "Connect", "Forward", "NoConnMetrics", "dialer"]

@@ -9,6 +9,7 @@ callbacks, so the ``os.splice`` fast path keeps its accounting.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -17,12 +18,22 @@ import trio
 
 from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.tcp.accepted import Accepted, ConnMetrics
+from linkerd_proxy.transport.connect import connect
 from linkerd_proxy.transport.duplex import proxy_streams
 
 log = logging.getLogger(__name__)
 
 #: Opens a connection to an address (``transport.connect`` with options bound).
 Connect = Callable[[SocketAddr], Awaitable[trio.SocketStream]]
+
+
+def dialer(
+    *, timeout: float, keepalive: float | None = None, user_timeout: float | None = None
+) -> Connect:
+    """A :data:`Connect` with a direction's connect timeout and socket options bound."""
+    return functools.partial(
+        connect, timeout=timeout, keepalive=keepalive, user_timeout=user_timeout
+    )
 
 
 @attrs.frozen
