@@ -65,3 +65,81 @@ class ResponseTimeout(ProxyError):
             "response timed out" if timeout is None else f"response timed out after {timeout}s"
         )
         self.timeout = timeout
+
+
+class FailFast(ProxyError):
+    """A service stayed unready for its failfast timeout (synthesized as 504)."""
+
+    def __init__(self, message: str = "service in fail-fast") -> None:
+        super().__init__(message)
+
+
+class LoadShed(ProxyError):
+    """A request was refused because the proxy is at capacity (synthesized as 503)."""
+
+    def __init__(self, message: str = "service unavailable") -> None:
+        super().__init__(message)
+
+
+class NoRoute(ProxyError):
+    """No route matched the request (synthesized as 404)."""
+
+    def __init__(self, message: str = "no route found for request") -> None:
+        super().__init__(message)
+
+
+class IdentityRequired(ProxyError):
+    """The endpoint's identity is not the one ``l5d-require-id`` asked for (502)."""
+
+
+class NoAuthority(ProxyError):
+    """An HTTP/1 request had no authority (no absolute URI, no Host, no default)."""
+
+    def __init__(
+        self, message: str = "failed to normalize URI because no authority could be determined"
+    ) -> None:
+        super().__init__(message)
+
+
+class DowngradedH2Error(ProxyError):
+    """An orig-proto upgraded request was reset by the peer proxy (synthesized as 502).
+
+    ``code`` is the HTTP/2 error code of the reset.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"upgraded connection failed with HTTP/2 reset: {reason or code}")
+        self.code = code
+
+
+class H1ProtocolError(ProxyError):
+    """An HTTP/1 peer sent something that is not acceptable HTTP/1 (a malformed or
+    oversized response head, a body cut short)."""
+
+
+class H1ConnectionClosed(ProxyError):
+    """An upstream HTTP/1 connection closed before any byte of the response came.
+
+    ``retryable`` is true when the request can safely be sent again on another
+    connection (nothing of it was lost: its body was never read).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class H2ConnectionError(ProxyError):
+    """An HTTP/2 connection failed or closed while a request was in flight on it."""
+
+
+class H2ProtocolError(H2ConnectionError):
+    """The HTTP/2 peer broke the protocol (a malformed message or frame)."""
+
+
+class H2Refused(ProxyError):
+    """An HTTP/2 request that the server did not process: safe to retry elsewhere.
+
+    Raised for requests above a GOAWAY's last stream id, streams reset with
+    REFUSED_STREAM, and requests offered to a connection that no longer takes any.
+    """

@@ -82,7 +82,7 @@ def test_every_family_has_help_and_type_once_and_ends_with_eof() -> None:
     assert len(helps) == len(set(helps))
     for name in (
         "process_start_time_seconds",
-        "process_cpu_seconds",
+        "process_cpu_seconds_total",
         "process_open_fds",
         "process_max_fds",
         "process_virtual_memory_bytes",
@@ -92,6 +92,25 @@ def test_every_family_has_help_and_type_once_and_ends_with_eof() -> None:
     ):
         assert name in helps, name
     assert re.search(r"^process_threads [1-9]", body, re.M)
+
+
+def test_every_sample_is_typed_under_its_own_name() -> None:
+    # Served as text/plain, the body is read with the Prometheus text format, where
+    # a TYPE line must name the samples it types (only histogram/summary samples add
+    # _bucket/_sum/_count). OpenMetrics' `# TYPE process_cpu_seconds counter` over
+    # `process_cpu_seconds_total` leaves that sample untyped (promtool: "no help text").
+    body = expose.render(small_registry(), process.new_prom_registry(BUILD))
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", body, re.M))
+    helps = set(re.findall(r"^# HELP (\S+) ", body, re.M))
+    names = re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", body, re.M)
+    assert "process_cpu_seconds_total" in names
+    for name in names:
+        family = name
+        if name not in types:
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert types.get(base) in ("histogram", "summary"), name
+            family = base
+        assert family in helps, name
 
 
 def test_render_without_prom_registry_ends_with_eof() -> None:

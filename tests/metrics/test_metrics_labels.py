@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.metrics import errors as error_metrics
+from linkerd_proxy.metrics import http as http_metrics
 from linkerd_proxy.metrics import labels, tcp
 from linkerd_proxy.metrics.labels import (
     DstLabels,
@@ -43,7 +44,7 @@ from linkerd_proxy.metrics.tcp import (
     errno_name,
 )
 
-LABEL_MODULES = (labels, tcp, error_metrics)
+LABEL_MODULES = (labels, tcp, error_metrics, http_metrics)
 
 # --- a strict parser for rendered label text -------------------------------------
 
