@@ -18,7 +18,7 @@ import attrs
 from bench import procstat
 from bench.catalog import PROXY_SYSTEMS, Case
 from bench.parse import LoadResult, ParseError, parse_bulk, parse_h2load, parse_wrk
-from bench.report import NOT_SUPPORTED, OK, Record, round_record
+from bench.summary import NOT_SUPPORTED, OK, Record, round_record
 from bench.systems import Kind, World, mode_of, tool_command
 
 
@@ -40,7 +40,9 @@ class Settings:
 
 
 def _kind(case: Case) -> Kind:
-    return {"wrk": "h1", "h2load": "h2", "bulk": "bulk"}[case.tool]  # type: ignore[return-value]
+    if case.tool == "wrk":
+        return "h1"
+    return "h2" if case.tool == "h2load" else "bulk"
 
 
 def load_command(case: Case, target: str, settings: Settings) -> tuple[list[str], float]:
@@ -97,12 +99,13 @@ def run_round(world: World, case: Case, system: str, settings: Settings) -> Reco
     world.set_mode(mode_of(system))
     argv, limit = load_command(case, world.target(system, _kind(case)), settings)
     pids = world.pids(system)
-    cpu_before = procstat.cpu_seconds(pids) if pids else None
+    before = [procstat.cpu_seconds([pid]) for pid in pids]
     try:
         proc = world.a.run(argv, timeout=limit, check=False)
     except subprocess.TimeoutExpired:
         return _failure(case, system, f"{argv[0]} did not finish within {limit:.0f}s")
-    cpu = procstat.cpu_seconds(pids) - cpu_before if cpu_before is not None else None
+    used = [procstat.cpu_seconds([pid]) - b for pid, b in zip(pids, before, strict=True)]
+    cpu = sum(used) if pids else None
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         return _failure(case, system, f"exit {proc.returncode}: {output[-1500:]}")
@@ -111,8 +114,9 @@ def run_round(world: World, case: Case, system: str, settings: Settings) -> Reco
     except ParseError as exc:
         return _failure(case, system, f"{exc}: {output[-1500:]}")
     problem = check_result(case, result, settings)
-    if problem is None and system in PROXY_SYSTEMS and cpu is not None and cpu <= 0:
-        problem = "the proxy used no CPU: traffic did not pass through it"
+    if problem is None and system in PROXY_SYSTEMS and min(used, default=0.0) <= 0:
+        # A proxy that used no CPU was bypassed (e.g. iptables rules not in force).
+        problem = "a proxy used no CPU: traffic did not pass through it"
     if problem is not None:
         return _failure(case, system, f"{problem}: {output[-1000:]}")
     return round_record(result, cpu_s=cpu, status=OK)

@@ -92,7 +92,7 @@ def nginx_http(dir: str, backend_ip: str) -> str:
     proxy_buffers 8 16k;
     upstream backend {{
         server {backend_ip}:{BACKEND_H1_PORT};
-        keepalive 64;
+        keepalive 512;
         keepalive_requests 100000000;
         keepalive_timeout 600s;
     }}

@@ -125,10 +125,13 @@ def parse_h2load(output: str) -> LoadResult:
     if status:
         errors += int(status.group(3)) + int(status.group(4))
     traffic = re.search(r"^traffic: \S+ \((\d+)\) total", output, re.M)
+    rps = float(fin.group(2))
+    # "finished in" includes the warm-up; the rate and the counts do not.
+    seconds = int(req.group(3)) / rps if rps > 0 else parse_duration_ms(fin.group(1)) / 1000.0
     return LoadResult(
         requests=succeeded,
-        seconds=parse_duration_ms(fin.group(1)) / 1000.0,
-        rps=float(fin.group(2)),
+        seconds=seconds,
+        rps=rps,
         bytes_read=int(traffic.group(1)) if traffic else 0,
         errors=errors,
     )

@@ -25,10 +25,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import configs
+from bench import configs, procstat
 from bench.cases import Settings, measure_memory, run_round
 from bench.catalog import CASES, MEMORY_SYSTEMS, PROXY_SYSTEMS, SYSTEMS
-from bench.report import Doc, Record, evaluate_targets, render_markdown, summarize
+from bench.report import render_markdown
+from bench.summary import Doc, Record, summarize
+from bench.systems import SystemUnavailable, World, open_world
+from bench.targets import evaluate_targets
+from linkerd_proxy.testing.netns import NetNsUnavailable
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -113,8 +117,6 @@ def _order(systems: tuple[str, ...], round_no: int) -> tuple[str, ...]:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> Doc:
-    from bench.systems import open_world
-
     cases = [c for c in CASES if not args.cases or c.id in args.cases]
     wanted = set(args.systems or SYSTEMS)
     if args.no_proxy:
@@ -141,8 +143,12 @@ def _bench(args: argparse.Namespace, settings: Settings) -> Doc:
                 s: {**summarize(rs, case), "rounds": rs} for s, rs in rounds.items()
             }
         world.set_mode("plain")
-        from bench import procstat
-
+        doc["meta"]["proxy_http"] = speaks = proxy_speaks_http(world)
+        if speaks is False:
+            notes.append(
+                "The proxy exported no request_total after the HTTP cases: it forwarded "
+                "HTTP/1 and HTTP/2 as opaque TCP, so those rows measure its TCP path."
+            )
         for system in SYSTEMS:
             if system != "direct" and system in wanted and world.available(system) is None:
                 doc["peak_rss_mib"][system] = procstat.memory_mib(world.pids(system), "VmHWM")
@@ -154,6 +160,14 @@ def _bench(args: argparse.Namespace, settings: Settings) -> Doc:
         "Every system is one process (nginx master_process off, haproxy nbthread 1).",
     ]
     return doc
+
+
+def proxy_speaks_http(world: World) -> bool | None:
+    """Whether the proxy handled HTTP (its metrics have ``request_total``); ``None``: unknown."""
+    if not world.proxies or world.proxies[0].proc.poll() is not None:
+        return None
+    status, body = world.proxies[0].get("/metrics")
+    return None if status != 200 else "request_total" in body
 
 
 def _progress(what: str, rec: Record) -> None:
@@ -224,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         doc = _bench(args, settings)
+    except (SystemUnavailable, NetNsUnavailable) as exc:
+        print(f"bench: cannot set up: {exc}", file=sys.stderr)
+        return 1
     except TimeLimit as exc:
         print(f"bench: {exc}; everything stopped, no results written", file=sys.stderr)
         return 3

@@ -57,7 +57,12 @@ def tool_command(*args: str) -> list[str]:
 
 
 def mode_of(system: str) -> Mode:
-    return {"proxy": "outbound", "proxy-mesh": "mesh"}.get(system, "plain")  # type: ignore[return-value]
+    """Which iptables rules ``system`` needs (see :meth:`World.set_mode`)."""
+    if system == "proxy":
+        return "outbound"
+    if system == "proxy-mesh":
+        return "mesh"
+    return "plain"
 
 
 class World:
@@ -218,6 +223,8 @@ class World:
         for proxy in self.proxies:
             with contextlib.suppress(Exception):
                 proxy.kill()
+            with contextlib.suppress(OSError):
+                os.unlink(proxy.log_path)
         procs = [p for group in self.procs.values() for p in group]
         for proc in procs:
             if proc.poll() is None:

@@ -3,8 +3,16 @@
 Top of the metrics layer; the admin server calls :func:`render` per scrape and
 :func:`maybe_gzip` on the result. As in the reference, the body is the legacy
 families (Linkerd's label formats, ours) followed by the prometheus-client
-registry in OpenMetrics text, which ends with ``# EOF``; served as ``text/plain``.
-Pure: no trio.
+registry, and ends with ``# EOF``; served as ``text/plain``.
+
+The prometheus-client part is rendered in the Prometheus text format (0.0.4), the
+format ``text/plain`` announces, not in OpenMetrics as the reference does: in
+OpenMetrics a counter's ``# TYPE`` names the family without ``_total``
+(``# TYPE process_cpu_seconds counter`` over ``process_cpu_seconds_total``), so
+a text-format consumer (Prometheus itself, ``promtool check metrics``) files that
+metadata under a name no sample has and sees ``process_cpu_seconds_total`` as an
+untyped series without help. The samples (names, labels, values) are the same in
+both formats; only the HELP/TYPE names of counters differ. Pure: no trio.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 import gzip
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.openmetrics.exposition import generate_latest
+from prometheus_client.exposition import generate_latest
 
 from linkerd_proxy.metrics.registry import Registry
 
@@ -34,7 +42,7 @@ def render(registry: Registry, prom_registry: CollectorRegistry | None = None) -
     legacy = registry.render()
     if prom_registry is None:
         return legacy + _EOF
-    raw: bytes = generate_latest(prom_registry)  # type: ignore[no-untyped-call]
+    raw: bytes = generate_latest(prom_registry)
     tail = raw.decode("utf-8")
     if not tail.endswith(_EOF):
         tail += _EOF

@@ -73,6 +73,24 @@ def require_netns(tools: Sequence[str] = ("ip", "iptables", "setpriv")) -> None:
     pytest.skip(why)
 
 
+def require_tools(tools: Sequence[str]) -> None:
+    """In a pytest test: skip when a tool is not on ``PATH``, or fail if required.
+
+    Like :func:`require_netns` without the root check: for system tests that only
+    need programs (``promtool``, ``prometheus``...). With
+    ``LINKERD_PROXY_REQUIRE_SYSTEM_TESTS=1`` a missing tool is a failure.
+    """
+    import pytest
+
+    missing = [t for t in tools if shutil.which(t) is None]
+    if not missing:
+        return
+    why = f"missing tools: {', '.join(missing)}"
+    if system_tests_required():
+        pytest.fail(f"system test required but cannot run: {why}")
+    pytest.skip(why)
+
+
 def _run(args: Sequence[str]) -> None:
     proc = subprocess.run(list(args), capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:

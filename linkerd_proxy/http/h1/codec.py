@@ -269,6 +269,22 @@ class H1ServerCodec:
         new protocol."""
         return self._trailing
 
+    def resume_http(self, *, keep_alive: bool = True) -> list[Event]:
+        """Decline an upgrade: go on reading HTTP/1 from :attr:`trailing_data`.
+
+        For an upgrade the proxy does not perform (``h2c``, an upgrade on
+        HTTP/1.0, a ``101`` that never came). Returns the events of the trailing
+        data; with ``keep_alive=False`` the connection is closed instead.
+
+        Raises:
+            RuntimeError: if the codec is not :attr:`upgraded`.
+        """
+        if self._sink.state is not _State.UPGRADED:
+            raise RuntimeError("resume_http without an upgrade")
+        self._sink.state = _State.IDLE if keep_alive else _State.CLOSED
+        data, self._trailing = self._trailing, b""
+        return self.feed(data) if data else []
+
     def feed(self, data: bytes | bytearray) -> list[Event]:
         """Parse ``data`` (the next bytes from the peer) and return the events it
         completes, in order.
