@@ -50,6 +50,7 @@ def test_server_speaks_first(mesh: Mesh) -> None:
         peers("banner", "--addr", f"{mesh.b.ip}:{BANNER_PORT}", "--expect", BANNER)
     )
     assert result["ok"], (result, mesh.logs())
+    assert isinstance(result["seconds"], float)
     assert result["seconds"] < 1.0
 
 
