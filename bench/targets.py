@@ -1,0 +1,149 @@
+"""The targets of BENCH.md, evaluated on one benchmark document.
+
+Pure code read by ``bench/run.py`` (stored in ``latest.json``) and shown by
+``bench/report.py``. Every target is a ratio or a figure of this run; one that
+cannot be measured yet (mTLS, gRPC) says so instead of passing or failing.
+"""
+
+from __future__ import annotations
+
+from bench.summary import (
+    NOT_MEASURABLE,
+    Doc,
+    Record,
+    fmt_num,
+    memory_value,
+    ratio,
+    value,
+)
+
+
+def _target(
+    name: str,
+    goal: str,
+    measured: float | None,
+    limit: float,
+    *,
+    at_least: bool,
+    unit: str,
+    caveat: str = "",
+) -> Record:
+    met = None if measured is None else (measured >= limit if at_least else measured <= limit)
+    shown = "-" if measured is None else f"{fmt_num(measured)}{unit}{caveat}"
+    return {"name": name, "goal": goal, "measured": shown, "value": measured, "met": met}
+
+
+def evaluate_targets(doc: Doc) -> list[Record]:
+    """The targets of BENCH.md, each with its measured ratio and whether it is met.
+
+    ``met`` is ``None`` when the figure could not be measured in this run.
+    """
+    p = "proxy"
+    # An HTTP figure of a proxy that forwarded HTTP as opaque TCP says so.
+    tcp = " (TCP path)" if doc.get("meta", {}).get("proxy_http") is False else ""
+    direct_p50 = value(doc, "h1_small_c1", "direct", "p50_ms")
+    added_proxy = _sub(value(doc, "h1_small_c1", p, "p50_ms"), direct_p50)
+    added_nginx = _sub(value(doc, "h1_small_c1", "nginx", "p50_ms"), direct_p50)
+    targets = [
+        _target(
+            "opaque TCP bulk, plaintext",
+            ">= 1.0x nginx stream",
+            _vs(doc, "tcp_bulk", "mb_s", "nginx-stream"),
+            1.0,
+            at_least=True,
+            unit="x",
+        ),
+        {
+            "name": "opaque TCP bulk over mTLS",
+            "goal": ">= 250 MB/s",
+            "measured": NOT_MEASURABLE + " (needs identity/mTLS)",
+            "value": None,
+            "met": None,
+        },
+        _target(
+            "HTTP/1 small, c16",
+            ">= 0.5x nginx reverse proxy",
+            _vs(doc, "h1_small_c16", "rps", "nginx"),
+            0.5,
+            at_least=True,
+            unit="x",
+            caveat=tcp,
+        ),
+        _target(
+            "HTTP/1 c1: p50 added over direct",
+            "<= 3x what nginx adds",
+            ratio(added_proxy, added_nginx),
+            3.0,
+            at_least=False,
+            unit="x",
+            caveat=tcp,
+        ),
+        _target(
+            "HTTP/1 c1: p99",
+            "<= 2x nginx's p99",
+            _vs(doc, "h1_small_c1", "p99_ms", "nginx"),
+            2.0,
+            at_least=False,
+            unit="x",
+            caveat=tcp,
+        ),
+        _target(
+            "HTTP/1 64 KiB, c16",
+            ">= 0.6x nginx reverse proxy",
+            _vs(doc, "h1_64k_c16", "rps", "nginx"),
+            0.6,
+            at_least=True,
+            unit="x",
+            caveat=tcp,
+        ),
+        _target(
+            "HTTP/2 h2c c16 m10",
+            ">= 0.25x nginx h2c proxy",
+            _vs(doc, "h2_small_m10", "rps", "nginx"),
+            0.25,
+            at_least=True,
+            unit="x",
+            caveat=tcp,
+        ),
+        {
+            "name": "gRPC unary through two proxies (mTLS)",
+            "goal": "reported, with the same through nginx",
+            "measured": NOT_MEASURABLE + " (needs identity/mTLS)",
+            "value": None,
+            "met": None,
+        },
+        _target(
+            "idle RSS, all features loaded",
+            "<= 48 MiB",
+            memory_value(doc, p, "idle_rss_mib"),
+            48.0,
+            at_least=False,
+            unit=" MiB",
+        ),
+        _target(
+            "RSS added by 1,000 idle keep-alive connections",
+            "<= 32 MiB",
+            memory_value(doc, p, "conns_rss_mib"),
+            32.0,
+            at_least=False,
+            unit=" MiB",
+        ),
+        _target(
+            "proxy CPU per 10k HTTP/1 requests (c16)",
+            "<= 1.0 s",
+            value(doc, "h1_small_c16", p, "cpu_per_10k"),
+            1.0,
+            at_least=False,
+            unit=" s",
+            caveat=tcp,
+        ),
+    ]
+    return targets
+
+
+def _vs(doc: Doc, case_id: str, key: str, reference: str) -> float | None:
+    return ratio(value(doc, case_id, "proxy", key), value(doc, case_id, reference, key))
+
+
+def _sub(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
