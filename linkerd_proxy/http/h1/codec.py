@@ -458,3 +458,12 @@ def expects_continue(head: RequestHead) -> bool:
     if head.version != "1.1":
         return False
     return any(v.strip().lower() == b"100-continue" for v in header_values(head.headers, b"expect"))
+
+
+@attrs.frozen
+class ReasonPhrase:
+    """A response extension: the reason phrase an HTTP/1 upstream sent, when it is
+    not the standard one, so that the HTTP/1 server writes it back unchanged (as
+    hyper does)."""
+
+    value: bytes
