@@ -39,15 +39,23 @@ from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.admin import AdminState, Readiness, serve_admin
 from linkerd_proxy.admin.state import LogLevelHandle
 from linkerd_proxy.app.config import Config
+from linkerd_proxy.app.http_settings import h2_client_settings, server_params
 from linkerd_proxy.app.shutdown import Shutdown
 from linkerd_proxy.inbound import InboundServer
+from linkerd_proxy.inbound.http import InboundHttp
 from linkerd_proxy.metrics import expose
-from linkerd_proxy.metrics.errors import TcpErrorMetrics
+from linkerd_proxy.metrics.errors import (
+    InboundHttpErrorMetrics,
+    OutboundHttpErrorMetrics,
+    TcpErrorMetrics,
+)
+from linkerd_proxy.metrics.http import HttpMetrics
 from linkerd_proxy.metrics.labels import Direction
 from linkerd_proxy.metrics.process import new_prom_registry
 from linkerd_proxy.metrics.registry import Registry
 from linkerd_proxy.metrics.tcp import TcpMetrics
 from linkerd_proxy.outbound import OutboundServer
+from linkerd_proxy.outbound.http import OutboundHttp
 from linkerd_proxy.transport.listen import TcpListener, open_listener, serve_listener
 from linkerd_proxy.transport.orig_dst import OrigDstLookup, orig_dst_addr
 
@@ -74,8 +82,11 @@ class ProxyMetrics:
     registry: Registry
     prom: CollectorRegistry
     tcp: TcpMetrics
+    http: HttpMetrics
     inbound_errors: TcpErrorMetrics
     outbound_errors: TcpErrorMetrics
+    inbound_http_errors: InboundHttpErrorMetrics
+    outbound_http_errors: OutboundHttpErrorMetrics
 
     @classmethod
     def new(cls, retain_idle: float | None) -> ProxyMetrics:
@@ -84,8 +95,11 @@ class ProxyMetrics:
             registry=registry,
             prom=new_prom_registry(),
             tcp=TcpMetrics(registry),
+            http=HttpMetrics(registry),
             inbound_errors=TcpErrorMetrics(registry, Direction.INBOUND),
             outbound_errors=TcpErrorMetrics(registry, Direction.OUTBOUND),
+            inbound_http_errors=InboundHttpErrorMetrics(registry),
+            outbound_http_errors=OutboundHttpErrorMetrics(registry),
         )
 
     def render(self) -> str:
@@ -197,10 +211,20 @@ async def run(
 
     async with trio.open_nursery() as background:
         await background.start(serve_admin, admin_l, state)
+        h2_client = h2_client_settings(config.h2.client)
         inbound = InboundServer(
             config.inbound,
             tcp=metrics.tcp,
             errors=metrics.inbound_errors,
+            http=InboundHttp(
+                config.inbound,
+                metrics=metrics.http,
+                errors=metrics.inbound_http_errors,
+                tcp=metrics.tcp,
+                h2_client=h2_client,
+                background=background,
+            ),
+            http_params=server_params(config, inbound=True, drain=shutdown),
             orig_dst=orig_dst,
             listen_addr=bound.inbound,
             background=background,
@@ -209,6 +233,16 @@ async def run(
             config.outbound,
             tcp=metrics.tcp,
             errors=metrics.outbound_errors,
+            http=OutboundHttp(
+                config.outbound,
+                metrics=metrics.http,
+                errors=metrics.outbound_http_errors,
+                tcp=metrics.tcp,
+                h2_client=h2_client,
+                background=background,
+            ),
+            http_params=server_params(config, inbound=False, drain=shutdown),
+            opaque_ports=config.inbound.ports_disable_protocol_detection,
             orig_dst=orig_dst,
             listen_addrs=bound.outbound,
             background=background,

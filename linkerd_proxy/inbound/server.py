@@ -1,14 +1,17 @@
-"""Inbound accept path: orig-dst, the INBOUND_IPS filter, the direct path, forward.
+"""Inbound accept path: orig-dst, INBOUND_IPS, direct path, detection, HTTP or TCP.
 
-The order is the reference's (SPEC.md section 4, inbound steps 1-3):
+The order is the reference's (SPEC.md section 4, inbound):
 
 1. read the original destination (SO_ORIGINAL_DST) of the accepted connection;
 2. refuse it unless its IP is one of ``INBOUND_IPS`` (when that list is set);
 3. if its port is the inbound listener's own port, it is a *direct* connection
    from another proxy, which must be mutually authenticated: without identity
    (standalone) it is refused;
-4. otherwise the connection is forwarded to the original destination, the
-   application, through a per-target stack cached for the discovery idle timeout.
+4. ports in ``INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION`` are opaque at once (TLS
+   label ``port_skipped``), so server-speaks-first protocols do not wait;
+5. otherwise HTTP detection (``INBOUND_DETECT_TIMEOUT``): HTTP/1 or HTTP/2 go to
+   the inbound HTTP stack (``inbound.http``), anything else is forwarded as TCP
+   with the bytes detection read replayed first.
 
 Errors are counted in ``inbound_tcp_errors_total`` and logged; the client's
 connection is closed. Nothing here affects any other connection.
@@ -24,11 +27,15 @@ import trio
 from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.app.config import InboundConfig
 from linkerd_proxy.errors import ConnectError, ConnectTimeout, ForbiddenOrigDst, OrigDstError
+from linkerd_proxy.http.detect import Detected
+from linkerd_proxy.http.serve import HttpServerParams, serve_http
+from linkerd_proxy.inbound.http import InboundHttp
 from linkerd_proxy.metrics.errors import InboundErrorKind, TcpErrorMetrics
 from linkerd_proxy.metrics.labels import NoServerTls, ServerLabels, TargetAddrLabels
 from linkerd_proxy.metrics.tcp import InboundConnectLabels, TcpAcceptLabels, TcpMetrics
-from linkerd_proxy.stack import Cached, stack
-from linkerd_proxy.tcp import Accepted, Forward, dialer
+from linkerd_proxy.stack import stack
+from linkerd_proxy.tcp import Accepted, ConnInfo, Forward, MeteredStream, dialer
+from linkerd_proxy.transport.detect_io import detect_protocol
 from linkerd_proxy.transport.orig_dst import OrigDstLookup, peer_addr
 
 log = logging.getLogger(__name__)
@@ -40,7 +47,7 @@ class DirectConnectionRefused(ForbiddenOrigDst):
 
 @attrs.frozen
 class InboundTarget:
-    """The per-destination cache key: the application address to forward to."""
+    """The per-destination cache key of the TCP path: the application address."""
 
     addr: SocketAddr
 
@@ -52,6 +59,8 @@ class InboundServer:
         config: the inbound configuration.
         tcp: transport metrics.
         errors: ``inbound_tcp_errors_total``.
+        http: the inbound HTTP stack.
+        http_params: HTTP driver settings and the drain signal.
         orig_dst: how to read a connection's original destination.
         listen_addr: the address the inbound listener is bound to (its port
             marks direct connections).
@@ -64,6 +73,8 @@ class InboundServer:
         *,
         tcp: TcpMetrics,
         errors: TcpErrorMetrics,
+        http: InboundHttp,
+        http_params: HttpServerParams,
         orig_dst: OrigDstLookup,
         listen_addr: SocketAddr,
         background: trio.Nursery,
@@ -71,6 +82,8 @@ class InboundServer:
         self.config = config
         self.tcp = tcp
         self.errors = errors
+        self.http = http
+        self.http_params = http_params
         self.orig_dst = orig_dst
         self.listen_addr = listen_addr
         c = config.connect
@@ -82,10 +95,9 @@ class InboundServer:
         def new_forward(target: InboundTarget) -> Forward:
             return Forward(target.addr, dial, lambda: tcp.connect(app_labels))
 
-        self._stack = stack(new_forward).push_idle_cached(config.discovery_idle_timeout, background)
-
-    def _route(self, target: InboundTarget) -> Cached[Accepted, None]:
-        return self._stack(target)
+        self._forward = stack(new_forward).push_idle_cached(
+            config.discovery_idle_timeout, background
+        )
 
     async def __call__(self, stream: trio.SocketStream) -> None:
         """Handle one accepted connection until it ends (never raises ``Exception``)."""
@@ -103,11 +115,45 @@ class InboundServer:
             log.info("inbound connection from %s rejected: %s", client, exc)
             self.errors.record(InboundErrorKind.UNEXPECTED, target)
             return
+
+        if orig.port in self.config.ports_disable_protocol_detection:
+            await self._forward_tcp(stream, client, orig, b"", NoServerTls.PORT_SKIPPED)
+            return
+        detected, prefix = await detect_protocol(stream, timeout=self.config.detect_timeout)
+        tls = NoServerTls.NO_CLIENT_HELLO
+        if detected not in (Detected.H2, Detected.HTTP1):
+            await self._forward_tcp(stream, client, orig, prefix, tls)
+            return
         srv = ServerLabels.default_policy(self.config.default_policy, orig.port)
-        metrics = self.tcp.accept(TcpAcceptLabels.inbound(target, srv, NoServerTls.NO_CLIENT_HELLO))
-        conn = Accepted(stream, client, metrics)
+        metrics = self.tcp.accept(TcpAcceptLabels.inbound(target, srv, tls))
+        metrics.add_read(len(prefix))
         try:
-            await self._route(InboundTarget(orig))(conn)
+            await serve_http(
+                detected,
+                MeteredStream(stream, metrics),
+                prefix,
+                self.http.server_service(orig),
+                self.http_params,
+                extensions={ConnInfo: ConnInfo(client, orig)},
+            )
+        finally:
+            metrics.close()  # idempotent: the metered stream closed it already
+
+    async def _forward_tcp(
+        self,
+        stream: trio.SocketStream,
+        client: SocketAddr,
+        orig: SocketAddr,
+        prefix: bytes,
+        tls: NoServerTls,
+    ) -> None:
+        target = TargetAddrLabels(orig)
+        srv = ServerLabels.default_policy(self.config.default_policy, orig.port)
+        metrics = self.tcp.accept(TcpAcceptLabels.inbound(target, srv, tls))
+        metrics.add_read(len(prefix))
+        conn = Accepted(stream, client, metrics, prefix)
+        try:
+            await self._forward(InboundTarget(orig))(conn)
         except ConnectTimeout as exc:
             log.info("inbound connection from %s: %s", client, exc)
             self.errors.record(InboundErrorKind.UNEXPECTED, target)

@@ -1,7 +1,15 @@
-"""Outbound accept path: orig-dst, loop check, forward to the original destination.
+"""Outbound accept path: orig-dst, loop check, detection, HTTP or TCP forwarding.
 
 Standalone (no control plane), an outbound connection goes to its original
-destination, as linkerd2-proxy does for anything discovery does not know.
+destination, as linkerd2-proxy does for anything discovery does not know. HTTP
+(detected within ``OUTBOUND_DETECT_TIMEOUT``) goes through the outbound HTTP stack
+(``outbound.http``); anything else is forwarded as TCP with the bytes detection
+read replayed first.
+
+Ports in ``INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION`` skip detection here too: with
+no policy controller to say which ports are opaque, the injector's list (the same
+server-speaks-first defaults the control plane uses cluster-wide) is the best
+standalone answer, and a database client must not wait 10 s for its banner.
 
 A connection whose original destination is one of the proxy's own outbound
 listeners (a client that connected to 4140 directly, with no iptables redirect)
@@ -19,11 +27,15 @@ import trio
 from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.app.config import OutboundConfig
 from linkerd_proxy.errors import ConnectError, LoopDetected, OrigDstError
+from linkerd_proxy.http.detect import Detected
+from linkerd_proxy.http.serve import HttpServerParams, serve_http
 from linkerd_proxy.metrics.errors import OutboundErrorKind, TcpErrorMetrics
 from linkerd_proxy.metrics.labels import TargetAddrLabels
 from linkerd_proxy.metrics.tcp import OutboundConnectLabels, TcpAcceptLabels, TcpMetrics
+from linkerd_proxy.outbound.http import OutboundHttp
 from linkerd_proxy.stack import Cached, stack
-from linkerd_proxy.tcp import Accepted, ConnMetrics, Forward, dialer
+from linkerd_proxy.tcp import Accepted, ConnInfo, ConnMetrics, Forward, MeteredStream, dialer
+from linkerd_proxy.transport.detect_io import detect_protocol
 from linkerd_proxy.transport.orig_dst import OrigDstLookup, local_addr, peer_addr
 
 log = logging.getLogger(__name__)
@@ -43,6 +55,9 @@ class OutboundServer:
         config: the outbound configuration.
         tcp: transport metrics.
         errors: ``outbound_tcp_errors_total``.
+        http: the outbound HTTP stack.
+        http_params: HTTP driver settings and the drain signal.
+        opaque_ports: destination ports that skip protocol detection.
         orig_dst: how to read a connection's original destination.
         listen_addrs: the addresses the outbound listeners are bound to.
         background: where the per-target cache's sweeper runs.
@@ -54,11 +69,17 @@ class OutboundServer:
         *,
         tcp: TcpMetrics,
         errors: TcpErrorMetrics,
+        http: OutboundHttp,
+        http_params: HttpServerParams,
+        opaque_ports: frozenset[int],
         orig_dst: OrigDstLookup,
         listen_addrs: Collection[SocketAddr],
         background: trio.Nursery,
     ) -> None:
         self.config = config
+        self.http = http
+        self.http_params = http_params
+        self.opaque_ports = opaque_ports
         self.tcp = tcp
         self.errors = errors
         self.orig_dst = orig_dst
@@ -91,8 +112,27 @@ class OutboundServer:
             self.errors.record(OutboundErrorKind.UNEXPECTED, TargetAddrLabels(local_addr(stream)))
             return
         target = TargetAddrLabels(orig)
+        prefix = b""
+        if orig.port not in self.opaque_ports:
+            detected, prefix = await detect_protocol(stream, timeout=self.config.detect_timeout)
+            if detected in (Detected.H2, Detected.HTTP1):
+                metrics = self.tcp.accept(TcpAcceptLabels.outbound(target))
+                metrics.add_read(len(prefix))
+                try:
+                    await serve_http(
+                        detected,
+                        MeteredStream(stream, metrics),
+                        prefix,
+                        self.http.server_service(orig),
+                        self.http_params,
+                        extensions={ConnInfo: ConnInfo(client, orig)},
+                    )
+                finally:
+                    metrics.close()
+                return
         metrics = self.tcp.accept(TcpAcceptLabels.outbound(target))
-        conn = Accepted(stream, client, metrics)
+        metrics.add_read(len(prefix))
+        conn = Accepted(stream, client, metrics, prefix)
         try:
             await self._route(OutboundTarget(orig))(conn)
         except ConnectError as exc:

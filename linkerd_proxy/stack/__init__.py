@@ -11,6 +11,7 @@ from __future__ import annotations
 from .builder import OnService, Stack, stack
 from .idle_cache import Cached, Hold, IdleCache, IdleCacheLayer, NewIdleCached
 from .map_target import MapTarget, MapTargetLayer
+from .router import Router
 from .service import Layer, NewService, Service, ServiceFn, service_fn
 from .timeout import Timeout, TimeoutLayer
 
@@ -25,6 +26,7 @@ __all__ = [
     "NewIdleCached",
     "NewService",
     "OnService",
+    "Router",
     "Service",
     "ServiceFn",
     "Stack",

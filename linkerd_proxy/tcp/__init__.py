@@ -4,7 +4,17 @@ Used by both the inbound and the outbound stacks for connections that are not (o
 not yet) handled at the HTTP level.
 """
 
-from linkerd_proxy.tcp.accepted import Accepted, ConnMetrics, NoConnMetrics
+from linkerd_proxy.tcp.accepted import Accepted, ConnInfo, ConnMetrics, NoConnMetrics
 from linkerd_proxy.tcp.forward import Connect, Forward, dialer
+from linkerd_proxy.tcp.metered import MeteredStream
 
-__all__ = ["Accepted", "ConnMetrics", "Connect", "Forward", "NoConnMetrics", "dialer"]
+__all__ = [
+    "Accepted",
+    "ConnInfo",
+    "ConnMetrics",
+    "Connect",
+    "Forward",
+    "MeteredStream",
+    "NoConnMetrics",
+    "dialer",
+]

@@ -59,3 +59,19 @@ class Accepted:
     metrics: ConnMetrics = attrs.field(factory=NoConnMetrics)
     prefix: bytes = b""
     close_errno: int | None = None
+
+
+@attrs.frozen
+class ConnInfo:
+    """What an HTTP layer may need to know about the connection a request came on.
+
+    Set by the accept paths as a request extension (``get_ext(req.extensions,
+    ConnInfo)``).
+
+    Attributes:
+        client: the peer's address.
+        orig_dst: the connection's original destination.
+    """
+
+    client: SocketAddr
+    orig_dst: SocketAddr

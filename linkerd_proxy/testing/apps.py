@@ -123,6 +123,10 @@ def http_server(port: int, host: str = "0.0.0.0") -> None:
     config = hypercorn.config.Config()
     config.bind = [f"{host}:{port}"]
     config.keep_alive_timeout = 120
+    # hypercorn closes a connection after 1000 requests by default (and, on h2,
+    # with a PROTOCOL_ERROR GOAWAY that fails the streams in flight); a proxy
+    # multiplexes many clients onto one connection, so lift that limit.
+    config.keep_alive_max_requests = 10**9
     config.accesslog = None
 
     async def main() -> None:

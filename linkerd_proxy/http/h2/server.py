@@ -174,7 +174,19 @@ class _Server(H2Core):
         )
         self.streams[stream_id] = st
         self._active += 1
+        st.counted = True
         self.nursery.start_soon(self._handle, st, req)
+
+    def _uncount(self, st: StreamState) -> None:
+        """Stop counting ``st`` against the concurrency limit (once).
+
+        Called as soon as the stream is done on the wire, not when its task has
+        cleaned up: a client that saw our END_STREAM may open the next stream at
+        once, and must not be refused for a stream that is already closed.
+        """
+        if st.counted:
+            st.counted = False
+            self._active -= 1
 
     def on_reset(self, st: StreamState, code: int) -> None:
         st.scope.cancel()
@@ -210,7 +222,7 @@ class _Server(H2Core):
                     return
                 await self._respond(st, rsp)
         finally:
-            self._active -= 1
+            self._uncount(st)
             del self.streams[st.id]
             if st.body is not None:
                 st.body.abandon()
@@ -225,10 +237,14 @@ class _Server(H2Core):
         try:
             if body.is_end_stream:
                 self.send_headers(st, fields, end=True)
+                if st.recv_done:
+                    self._uncount(st)
                 await body.aclose()
                 return
             self.send_headers(st, fields, end=False)
             await self.send_body(st, body)
+            if st.recv_done:
+                self._uncount(st)
         except StreamGone:
             await body.aclose()
         except StreamReset as exc:
