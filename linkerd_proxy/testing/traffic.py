@@ -34,7 +34,15 @@ import trio
 from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.app.config import Config
 from linkerd_proxy.errors import OrigDstError
+from linkerd_proxy.http.body import BytesBody
+from linkerd_proxy.http.detect import Detected
+from linkerd_proxy.http.h1.server import serve_h1
+from linkerd_proxy.http.h2.client import open_h2_connection
+from linkerd_proxy.http.h2.server import serve_h2
+from linkerd_proxy.http.h2.settings import H2ClientSettings, H2ServerSettings
+from linkerd_proxy.http.model import Request, Response
 from linkerd_proxy.testing.proxy import RunningProxy, open_proxy
+from linkerd_proxy.transport.detect_io import detect_protocol
 
 LOCALHOST = ipaddress.IPv4Address("127.0.0.1")
 #: An original destination outside INBOUND_IPS (TEST-NET-1, never reached).
@@ -91,6 +99,7 @@ class Backends:
     echo: SocketAddr
     reset: SocketAddr
     dead: SocketAddr
+    http: SocketAddr
 
 
 @attrs.frozen
@@ -129,6 +138,21 @@ async def serve_tcp(
     return SocketAddr(LOCALHOST, listeners[0].socket.getsockname()[1])
 
 
+async def _http_ok(req: Request) -> Response:
+    await req.body.read_all(1 << 20)
+    status = int(req.path.rsplit("/", 1)[1]) if req.path.startswith("/status/") else 200
+    return Response(status, [(b"content-type", b"text/plain")], BytesBody(b"ok"))
+
+
+async def http_handler(stream: trio.SocketStream) -> None:
+    """An HTTP/1 and HTTP/2 server: ``/status/N`` answers N, anything else 200 ``ok``."""
+    detected, prefix = await detect_protocol(stream, timeout=CONNECTION_TIMEOUT)
+    if detected is Detected.H2:
+        await serve_h2(stream, _http_ok, settings=H2ServerSettings(), prefix=prefix)
+    else:
+        await serve_h1(stream, _http_ok, prefix=prefix)
+
+
 def _dead_port() -> SocketAddr:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -150,6 +174,7 @@ async def open_traffic_proxy(config: Config | None = None) -> AsyncIterator[Traf
             echo=await serve_tcp(nursery, echo_handler),
             reset=await serve_tcp(nursery, _reset),
             dead=_dead_port(),
+            http=await serve_tcp(nursery, http_handler),
         )
         async with open_proxy(config, orig_dst=router) as proxy:
             yield TrafficEnv(proxy, router, backends)
@@ -247,6 +272,58 @@ async def inbound_direct_refused(env: TrafficEnv) -> None:
     )
 
 
+async def _http1(env: TrafficEnv, listener: SocketAddr, orig_dst: SocketAddr, path: str) -> int:
+    """One HTTP/1.1 request through ``listener``; returns the status code."""
+    request = f"GET {path} HTTP/1.1\r\nHost: traffic.test\r\nConnection: close\r\n\r\n"
+    with trio.fail_after(CONNECTION_TIMEOUT):
+        stream = await env.router.connect(listener, orig_dst)
+        async with stream:
+            await stream.send_all(request.encode())
+            got = bytearray()
+            while chunk := await stream.receive_some(65536):
+                got += chunk
+    head = bytes(got).split(b"\r\n", 1)[0].split()
+    if len(head) < 2 or not head[1].isdigit():
+        raise TrafficError(f"no HTTP response through {listener}: {bytes(got[:80])!r}")
+    return int(head[1])
+
+
+async def _expect_status(
+    env: TrafficEnv, listener: SocketAddr, orig_dst: SocketAddr, path: str, status: int
+) -> None:
+    got = await _http1(env, listener, orig_dst, path)
+    if got != status:
+        raise TrafficError(f"{path} through {listener}: expected {status}, got {got}")
+
+
+async def outbound_http1(env: TrafficEnv) -> None:
+    """HTTP/1.1 through the outbound proxy: a success and a 5xx failure."""
+    await _expect_status(env, env.proxy.addrs.outbound[0], env.backends.http, "/ok", 200)
+    await _expect_status(env, env.proxy.addrs.outbound[0], env.backends.http, "/status/503", 503)
+
+
+async def inbound_http1(env: TrafficEnv) -> None:
+    """HTTP/1.1 through the inbound proxy."""
+    await _expect_status(env, env.proxy.addrs.inbound, env.backends.http, "/ok", 200)
+
+
+async def outbound_http1_unreachable(env: TrafficEnv) -> None:
+    """HTTP/1.1 to a port where nothing listens: a synthetic 502 and an error count."""
+    await _expect_status(env, env.proxy.addrs.outbound[0], env.backends.dead, "/ok", 502)
+
+
+async def outbound_http2(env: TrafficEnv) -> None:
+    """HTTP/2 (prior knowledge) through the outbound proxy."""
+    with trio.fail_after(CONNECTION_TIMEOUT):
+        stream = await env.router.connect(env.proxy.addrs.outbound[0], env.backends.http)
+        async with open_h2_connection(stream, H2ClientSettings()) as conn:
+            req = Request("GET", "http", "traffic.test", "/ok", "HTTP/2")
+            rsp = await conn(req)
+            body = await rsp.body.read_all(1024)
+    if rsp.status != 200 or body != b"ok":
+        raise TrafficError(f"h2 through the outbound proxy: {rsp.status} {body!r}")
+
+
 #: Every kind of traffic the proxy handles today, by name.
 TRAFFIC_KINDS: dict[str, TrafficFn] = {
     "outbound_tcp": outbound_tcp,
@@ -259,6 +336,10 @@ TRAFFIC_KINDS: dict[str, TrafficFn] = {
     "outbound_no_orig_dst": outbound_no_orig_dst,
     "inbound_foreign_ip_refused": inbound_foreign_ip_refused,
     "inbound_direct_refused": inbound_direct_refused,
+    "outbound_http1": outbound_http1,
+    "inbound_http1": inbound_http1,
+    "outbound_http1_unreachable": outbound_http1_unreachable,
+    "outbound_http2": outbound_http2,
 }
 
 

@@ -152,8 +152,9 @@ async def _scrape_at(
 async def _hold_open(env: TrafficEnv, release: trio.Event) -> None:
     stream = await env.router.connect(env.proxy.addrs.outbound[0], env.backends.echo)
     async with stream:
-        await stream.send_all(b"held")
-        assert await stream.receive_some(4) == b"held"
+        # Not a token: protocol detection decides "not HTTP" at once.
+        await stream.send_all(b"\x00held")
+        assert await stream.receive_some(5) == b"\x00held"
         await release.wait()
 
 

@@ -95,8 +95,8 @@ async def test_promtool_finds_nothing_after_every_kind_of_traffic() -> None:
         # One connection stays open across the scrape (gauges at 1, held series).
         held = await env.router.connect(env.proxy.addrs.outbound[0], env.backends.echo)
         async with held:
-            await held.send_all(b"x")
-            assert await held.receive_some(1) == b"x"
+            await held.send_all(b"\x00")  # not HTTP: detection decides at once
+            assert await held.receive_some(1) == b"\x00"
             bodies = [
                 await scrape_after_all_traffic(env),
                 await scrape_after_all_traffic(env, gzip_=True),
