@@ -108,6 +108,8 @@ class InboundConfig:
     http_failfast_timeout: float = 1.0
     max_idle_conns_per_endpoint: int = 10_000
     http1_pool_idle_timeout: float = 3.0
+    http1_max_head_bytes: int = 417_792
+    http1_max_headers: int = 100
     default_policy: str = "all-unauthenticated"
     cluster_networks: frozenset[p.IpNetwork] = frozenset()
     gateway_suffixes: frozenset[str] = frozenset()
@@ -128,6 +130,8 @@ class OutboundConfig:
     tcp_failfast_timeout: float = 3.0
     max_idle_conns_per_endpoint: int = 10_000
     http1_pool_idle_timeout: float = 3.0
+    http1_max_head_bytes: int = 417_792
+    http1_max_headers: int = 100
     metrics_hostname_labels: bool = False
     disable_informational_headers: bool = False
     ingress_mode: bool = False

@@ -219,6 +219,10 @@ for _d, _l, _inb in (("INBOUND", "inbound", True), ("OUTBOUND", "outbound", Fals
        TIMEOUTS, USIZE, "10000", f"{_l} idle HTTP/1 connections kept per endpoint")
     _v(f"{_d}_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT", TIMEOUTS, DURATION, "3s",
        f"{_l} HTTP/1 pool idle timeout")
+    _v(f"{_d}_HTTP1_MAX_HEADER_BYTES", TIMEOUTS, USIZE, "417792",
+       f"{_l} largest HTTP/1 request head, else 431 (this proxy's extension; hyper's limit)")
+    _v(f"{_d}_HTTP1_MAX_HEADERS", TIMEOUTS, USIZE, "100",
+       f"{_l} most HTTP/1 request header fields, else 431 (this proxy's extension)")
     for _side, _past in (("ACCEPT", "accepted"), ("CONNECT", "connected")):
         _inj = (_side == "ACCEPT") == _inb
         _v(f"{_d}_{_side}_KEEPALIVE", TIMEOUTS, DURATION, None,

@@ -41,7 +41,11 @@ def server_params(config: Config, *, inbound: bool, drain: Shutdown) -> HttpServ
     direction = config.inbound if inbound else config.outbound
     h2 = config.h2.inbound_server if inbound else config.h2.outbound_server
     return HttpServerParams(
-        h1=H1ServerSettings(header_read_timeout=direction.detect_timeout),
+        h1=H1ServerSettings(
+            header_read_timeout=direction.detect_timeout,
+            max_head_bytes=direction.http1_max_head_bytes,
+            max_headers=direction.http1_max_headers,
+        ),
         h2=h2_server_settings(h2),
         drain=drain,
     )
