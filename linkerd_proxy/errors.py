@@ -143,3 +143,48 @@ class H2Refused(ProxyError):
     Raised for requests above a GOAWAY's last stream id, streams reset with
     REFUSED_STREAM, and requests offered to a connection that no longer takes any.
     """
+
+
+class GrpcError(ProxyError):
+    """A gRPC call ended with a non-OK status (from the server, or mapped locally).
+
+    ``status`` is the wire number of the code (see ``linkerd_proxy.grpc.status.Code``);
+    transport failures (refused, reset, lost connection) are mapped to UNAVAILABLE
+    and undecodable messages to INTERNAL at the gRPC bridge.
+    """
+
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        text = f"grpc-status {self.status}"
+        return f"{text}: {self.message}" if self.message else text
+
+
+class DnsError(ProxyError):
+    """A control-plane name did not resolve (or resolved to no address).
+
+    ``negative_ttl`` is how long, in seconds, to wait before asking again.
+    """
+
+    def __init__(self, name: str, reason: str, negative_ttl: float) -> None:
+        super().__init__(f"failed to resolve {name}: {reason}")
+        self.name = name
+        self.reason = reason
+        self.negative_ttl = negative_ttl
+
+
+class ControlTlsRequired(ProxyError):
+    """A control-plane client for a non-loopback address was built without TLS.
+
+    Plaintext is allowed only to loopback addresses (a loopback IP or ``localhost.``).
+    """
+
+    def __init__(self, addr: object) -> None:
+        super().__init__(
+            f"control-plane address {addr} is not loopback: "
+            "a TLS context is required (plaintext is allowed only to loopback)"
+        )
+        self.addr = addr

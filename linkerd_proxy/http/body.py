@@ -65,6 +65,12 @@ class Body:
         """True when the body is known to be empty without reading it."""
         return False
 
+    @property
+    def buffered(self) -> int:
+        """More than 0 when :meth:`read` can return data without waiting (a
+        writer then sends it with the head, in one write); 0 when unknown."""
+        return 0
+
     async def read(self) -> bytes:
         """The next chunk, or ``b""`` at the end.
 
@@ -121,6 +127,10 @@ class BytesBody(Body):
     @property
     def is_end_stream(self) -> bool:
         return not self._data and self._trailers is None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._data) if self._data else 0
 
     async def read(self) -> bytes:
         await trio.lowlevel.checkpoint()

@@ -7,6 +7,13 @@ share one multiplexed connection, HTTP/1 requests use the keep-alive pool.
 Connections are opened only when a request needs one (never by a background
 loop: the lesson of linkerd2-proxy d10ed8f), and an HTTP/2 connection that the
 server closed or sent GOAWAY on is replaced by the next request that needs it.
+
+Reconnect: opening the HTTP/2 connection is the endpoint becoming *ready* (the
+reference's ``Reconnect`` around the h2 handshake), so a refused connect is tried
+again with ``connect_backoff`` for the requests waiting, for at most
+``failfast_timeout``; then they fail with :class:`~linkerd_proxy.errors.FailFast`
+(504). HTTP/1 connects are not retried (the reference's hyper client fails the
+request: 502).
 """
 
 from __future__ import annotations
@@ -17,11 +24,12 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from linkerd_proxy.addrs import SocketAddr
-from linkerd_proxy.errors import H2Refused
+from linkerd_proxy.errors import ConnectError, FailFast, H2Refused
 from linkerd_proxy.http.h1.pool import H1Pool
 from linkerd_proxy.http.h2.client import H2Connection
 from linkerd_proxy.http.h2.settings import H2ClientSettings
 from linkerd_proxy.http.model import Request, Response
+from linkerd_proxy.transport.backoff import ExponentialBackoff
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,10 @@ class HttpEndpoint:
         idle_timeout: how long an idle HTTP/1 connection is kept.
         h2: HTTP/2 client settings.
         background: where connection tasks run; must outlive the endpoint.
+        connect_backoff: pauses between HTTP/2 connect attempts (``None``: one
+            attempt, its error raised).
+        failfast_timeout: how long HTTP/2 connects are retried before
+            :class:`~linkerd_proxy.errors.FailFast`.
     """
 
     def __init__(
@@ -53,8 +65,12 @@ class HttpEndpoint:
         idle_timeout: float,
         h2: H2ClientSettings,
         background: trio.Nursery,
+        connect_backoff: ExponentialBackoff | None = None,
+        failfast_timeout: float = 0.0,
     ) -> None:
         self.addr = addr
+        self._connect_backoff = connect_backoff
+        self._failfast_timeout = failfast_timeout
         self._connect = connect
         self._h2_settings = h2
         self._background = background
@@ -89,11 +105,27 @@ class HttpEndpoint:
             if conn is None or not conn.is_usable:
                 if conn is not None:
                     conn.drain()  # let its streams finish; new requests go elsewhere
-                stream = await self._connect()
+                stream = await self._reconnect()
                 conn = await H2Connection.open(stream, self._h2_settings, self._background)
                 self._h2 = conn
                 log.debug("h2 connection to %s opened", self.addr)
             return conn
+
+    async def _reconnect(self) -> trio.abc.Stream:
+        if self._connect_backoff is None:
+            return await self._connect()
+        deadline = trio.current_time() + self._failfast_timeout
+        series = self._connect_backoff.series()
+        for _ in range(10_000):
+            try:
+                return await self._connect()
+            except ConnectError as exc:
+                delay = next(series)
+                if trio.current_time() + delay > deadline:
+                    raise FailFast(f"endpoint {self.addr} unreachable: {exc}") from exc
+                log.debug("connect to %s failed (%s); retrying in %.3fs", self.addr, exc, delay)
+                await trio.sleep(delay)
+        raise AssertionError("unreachable: the deadline ends the loop")
 
     async def aclose(self) -> None:
         """Close the pool and the HTTP/2 connection (on cache eviction)."""

@@ -289,6 +289,10 @@ class _GrpcRescueBody(Body):
     def is_end_stream(self) -> bool:
         return self._rescued or self._inner.is_end_stream
 
+    @property
+    def buffered(self) -> int:
+        return 0 if self._rescued else self._inner.buffered
+
     async def read(self) -> bytes:
         if self._rescued:
             return b""

@@ -30,6 +30,7 @@ from linkerd_proxy.metrics.http import HttpMetrics, HttpTargetLabels
 from linkerd_proxy.stack import Router, Service, stack
 from linkerd_proxy.tcp import ConnInfo, ConnMetrics, MeteredStream
 from linkerd_proxy.tcp.forward import Connect
+from linkerd_proxy.transport.backoff import ExponentialBackoff
 
 HttpService = Service[Request, Response]
 
@@ -64,6 +65,8 @@ class ForwardParams:
     cache_idle_timeout: float
     max_in_flight: int
     h2: H2ClientSettings
+    connect_backoff: ExponentialBackoff | None = None
+    failfast_timeout: float = 0.0
 
 
 def new_forward_service(
@@ -96,6 +99,8 @@ def new_forward_service(
             idle_timeout=params.pool_idle_timeout,
             h2=params.h2,
             background=background,
+            connect_backoff=params.connect_backoff,
+            failfast_timeout=params.failfast_timeout,
         )
 
     cached = (

@@ -76,6 +76,10 @@ class _MeteredBody(Body):
     def is_end_stream(self) -> bool:
         return self._inner.is_end_stream
 
+    @property
+    def buffered(self) -> int:
+        return self._inner.buffered
+
     def _record_latency(self) -> None:
         if self._started is not None:
             elapsed = trio.current_time() - self._started

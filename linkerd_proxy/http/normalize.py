@@ -9,6 +9,11 @@ reference answers that with 500 through the synthetic-error layer). Requests in
 absolute form, ``CONNECT`` requests and HTTP/2 requests are left alone (HTTP/2
 may lack ``:authority``; the reference accepts that).
 
+An authority taken from the default is marked with :class:`DefaultAuthority`: it
+routes the request, but the HTTP/1 client neither invents a ``Host`` header from it
+nor pools the connection (the reference gives requests without a Host their own
+connection and sends them without one).
+
 The HTTP/1 server driver may already fill ``authority`` from ``Host``; the layer
 then has nothing to do. A ``Host`` value that is not a valid authority is
 ignored, as the reference does, and the default applies.
@@ -20,9 +25,9 @@ import attrs
 
 from ..errors import NoAuthority
 from ..stack import Service
-from .model import Request, Response, header
+from .model import Request, Response, header, set_ext
 
-__all__ = ["NormalizeUri", "NormalizeUriLayer", "parse_authority"]
+__all__ = ["DefaultAuthority", "NormalizeUri", "NormalizeUriLayer", "parse_authority"]
 
 HttpService = Service[Request, Response]
 
@@ -71,6 +76,11 @@ def parse_authority(value: bytes | str | None) -> str | None:
 
 
 @attrs.frozen
+class DefaultAuthority:
+    """Request extension: the authority is the target's default, not the request's."""
+
+
+@attrs.frozen
 class NormalizeUri:
     """Give origin-form HTTP/1 requests an authority (Host, else ``default``).
 
@@ -94,9 +104,12 @@ class NormalizeUri:
             and req.method != "CONNECT"
             and req.authority is None
         ):
-            authority = parse_authority(header(req.headers, b"host")) or self.default
+            authority = parse_authority(header(req.headers, b"host"))
             if authority is None:
-                raise NoAuthority()
+                if self.default is None:
+                    raise NoAuthority()
+                authority = self.default
+                set_ext(req.extensions, DefaultAuthority())
             req.authority = authority
         return await self.inner(req)
 

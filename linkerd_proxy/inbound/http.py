@@ -32,6 +32,7 @@ from linkerd_proxy.metrics.labels import ServerLabels, TargetAddrLabels
 from linkerd_proxy.metrics.tcp import InboundConnectLabels, TcpMetrics
 from linkerd_proxy.stack import Service
 from linkerd_proxy.tcp import ConnMetrics, dialer
+from linkerd_proxy.transport.backoff import ExponentialBackoff
 
 HttpService = Service[Request, Response]
 
@@ -68,6 +69,12 @@ class InboundHttp:
             cache_idle_timeout=config.discovery_idle_timeout,
             max_in_flight=config.max_in_flight,
             h2=h2_client,
+            connect_backoff=ExponentialBackoff(
+                config.connect.backoff.min,
+                config.connect.backoff.max,
+                config.connect.backoff.jitter,
+            ),
+            failfast_timeout=config.http_failfast_timeout,
         )
         # Every connection to the app shares one connect-side series (the
         # reference labels it by direction, peer and TLS only).

@@ -30,6 +30,7 @@ from linkerd_proxy.metrics.labels import TargetAddrLabels
 from linkerd_proxy.metrics.tcp import OutboundConnectLabels, TcpMetrics
 from linkerd_proxy.stack import Service
 from linkerd_proxy.tcp import ConnMetrics, dialer
+from linkerd_proxy.transport.backoff import ExponentialBackoff
 
 HttpService = Service[Request, Response]
 
@@ -66,6 +67,12 @@ class OutboundHttp:
             cache_idle_timeout=config.discovery_idle_timeout,
             max_in_flight=config.max_in_flight,
             h2=h2_client,
+            connect_backoff=ExponentialBackoff(
+                config.connect.backoff.min,
+                config.connect.backoff.max,
+                config.connect.backoff.jitter,
+            ),
+            failfast_timeout=config.http_failfast_timeout,
         )
 
         def connect_metrics(target: ForwardTarget) -> ConnMetrics:

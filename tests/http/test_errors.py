@@ -25,7 +25,7 @@ from linkerd_proxy.http.errors import (
     outbound_error_kind,
 )
 from linkerd_proxy.http.model import Request, Response, get_ext, header
-from linkerd_proxy.http.normalize import NormalizeUri, parse_authority
+from linkerd_proxy.http.normalize import DefaultAuthority, NormalizeUri, parse_authority
 from linkerd_proxy.metrics.errors import OutboundHttpErrorMetrics
 from linkerd_proxy.metrics.registry import Registry
 
@@ -214,3 +214,18 @@ def test_parse_authority() -> None:
     assert parse_authority("a.b") == "a.b"
     for bad in (b"", b"a b", b"a/b", b"u@h", b"a:99999", b"a:x", b"[::1", b"\xff", b"a:1:2", None):
         assert parse_authority(bad) is None, bad
+
+
+async def test_normalize_marks_a_default_authority() -> None:
+    seen: list[Request] = []
+
+    async def record(req: Request) -> Response:
+        seen.append(req)
+        return Response(200)
+
+    svc = NormalizeUri(record, "10.0.0.1:80")
+    await svc(Request("GET", None, None, "/", "HTTP/1.0"))
+    await svc(Request("GET", None, None, "/", "HTTP/1.1", [(b"host", b"h.example")]))
+    assert [r.authority for r in seen] == ["10.0.0.1:80", "h.example"]
+    assert DefaultAuthority in seen[0].extensions
+    assert DefaultAuthority not in seen[1].extensions

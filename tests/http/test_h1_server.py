@@ -3,11 +3,14 @@ cancellation when the client leaves."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
 from linkerd_proxy.http.body import BytesBody
+from linkerd_proxy.http.h1 import codec as h1
 from linkerd_proxy.http.h1.server import H1ServerSettings, serve_h1
+from linkerd_proxy.http.h1.server_request import BadRequest, build_request
 from linkerd_proxy.http.model import Request, Response
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"
@@ -131,7 +134,8 @@ async def test_request_model_from_the_wire() -> None:
         "/a?b",
         "HTTP/1.1",
     )
-    assert first.body.content_length == 3 and first.headers == []
+    # Host is kept as received (the client driver sends it on untouched).
+    assert first.body.content_length == 3 and first.headers == [(b"host", b"ex:8")]
     assert first.extensions[object] is marker
     assert (second.scheme, second.authority, second.path, second.absolute_form) == (
         "http",
@@ -139,3 +143,25 @@ async def test_request_model_from_the_wire() -> None:
         "/x",
         True,
     )
+    assert second.headers == [(b"host", b"ignored")]
+
+
+def _head(raw: bytes) -> h1.RequestHead:
+    event = h1.H1ServerCodec().feed(raw)[0]
+    assert isinstance(event, h1.RequestHead)
+    return event
+
+
+def test_build_request_connect_targets_and_zero_length() -> None:
+    # authority-form with or without a port (the reference accepts both)
+    for target in (b"svc.example", b"svc.example:443", b"[::1]:8080"):
+        req, _ = build_request(_head(b"CONNECT %s HTTP/1.1\r\n\r\n" % target), {})
+        assert req.authority == target.decode()
+    for bad in (b"*", b"/x", b"http://t/", b"a/b"):
+        with pytest.raises(BadRequest):
+            build_request(_head(b"CONNECT %s HTTP/1.1\r\n\r\n" % bad), {})
+    # an explicit content-length: 0 is kept; other lengths are dropped
+    req, _ = build_request(_head(b"GET / HTTP/1.1\r\nHost: h\r\ncontent-length: 0\r\n\r\n"), {})
+    assert req.headers == [(b"host", b"h"), (b"content-length", b"0")]
+    req, _ = build_request(_head(b"POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 2\r\n\r\n"), {})
+    assert req.headers == [(b"host", b"h")]

@@ -44,7 +44,16 @@ from linkerd_proxy.http.h1.client_codec import (
     ResponseHead,
     serialize_request_head,
 )
-from linkerd_proxy.http.model import Headers, Request, Response, Version, get_ext, set_ext
+from linkerd_proxy.http.model import (
+    Headers,
+    Request,
+    Response,
+    Version,
+    get_ext,
+    header,
+    set_ext,
+)
+from linkerd_proxy.http.normalize import DefaultAuthority
 from linkerd_proxy.http.upgrade import DownstreamUpgrade, Upgraded, UpstreamUpgrade
 
 log = logging.getLogger(__name__)
@@ -103,6 +112,16 @@ def _raw_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     return stream.socket
 
 
+def _peek_closed(sock: socket.socket) -> bool:
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True  # EOF, or bytes nobody asked for
+
+
 class H1Connection:
     """A client connection to one HTTP/1 server.
 
@@ -153,19 +172,17 @@ class H1Connection:
         without waiting. Either way it can no longer be used."""
         if self._closed:
             return True
+        raw = getattr(self._stream, "raw_socket", None)
+        if isinstance(raw, socket.socket):
+            return _peek_closed(raw)
         sock = _raw_socket(self._stream)
         if sock is None:
             return False
         view = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
         try:
-            view.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
+            return _peek_closed(view)
         finally:
             view.detach()
-        return True  # EOF, or bytes nobody asked for
 
     async def aclose(self) -> None:
         """Close the connection (not the stream of an upgrade it handed over)."""
@@ -202,7 +219,11 @@ class H1Connection:
             self._codec.start(request.method.encode("ascii"))
             self._upload_done = False
             self._upload_ok = False
-            if self._background is not None:
+            if body is None:
+                # Only a head to write: no task for it (the common case).
+                await self._write_head_only(head)
+                rsp_head = await self._read_head(request)
+            elif self._background is not None:
                 self._upload_scope = trio.CancelScope()
                 self._background.start_soon(self._upload, head, body, self._upload_scope)
                 rsp_head = await self._read_head(request)
@@ -224,7 +245,12 @@ class H1Connection:
         upgrade = get_ext(request.extensions, DownstreamUpgrade)
         tokens = h1.connection_tokens(request.headers)
         headers: Headers = []
-        if request.authority:
+        # Host goes on as the client sent it; only a request that had none (an
+        # HTTP/2 one) gets it from its authority, unless that is a default.
+        host = header(request.headers, b"host")
+        if host is not None:
+            headers.append((b"host", host))
+        elif request.authority and DefaultAuthority not in request.extensions:
             headers.append((b"host", request.authority.encode("ascii")))
         headers.extend((k, v) for k, v in request.headers if k not in _DROP and k not in tokens)
         if upgrade is not None and upgrade.protocol is not None and version == "1.1":
@@ -245,7 +271,11 @@ class H1Connection:
                 length = len(data)
             if length is None:
                 headers.append((b"transfer-encoding", b"chunked"))
-            elif length or request.method in _BODY_METHODS:
+            elif (
+                length
+                or request.method in _BODY_METHODS
+                or header(request.headers, b"content-length") == b"0"
+            ):
                 headers.append((b"content-length", b"%d" % length))
             if length == 0:
                 body = None
@@ -271,6 +301,15 @@ class H1Connection:
         self._upload_done = True
         if self._response_done:
             await self._finish()
+
+    async def _write_head_only(self, head: bytes) -> None:
+        # As ``_upload`` for a request without a body: a failed write shows up
+        # as the connection closing when the response is read.
+        try:
+            self._upload_ok = await self._write_request(head, None)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.debug("h1 client: request not written in full: %s", exc)
+        self._upload_done = True
 
     async def _write_request(self, head: bytes, body: Body | None) -> bool:
         self._wrote = True

@@ -19,7 +19,8 @@ pipelines.
 
 Strictness: llhttp runs with no leniencies. Bare-LF line endings, folded headers,
 ``Content-Length`` together with ``Transfer-Encoding``, duplicate
-``Content-Length``, an unknown transfer coding on a request, NUL or CR in values:
+``Content-Length``, an unknown transfer coding on a request, ``Transfer-Encoding``
+on HTTP/1.0, NUL or CR in values:
 all are 400, which closes the usual request-smuggling doors.
 """
 
@@ -198,6 +199,9 @@ class _Sink:
         version = parser.get_http_version()
         if version not in ("1.0", "1.1"):
             raise self._stop(505, f"unsupported HTTP version {version}")
+        if version == "1.0" and any(n == b"transfer-encoding" for n, _ in self._headers):
+            # RFC 9112 6.1: its framing is faulty; reject it as hyper does.
+            raise self._stop(400, "Transfer-Encoding in an HTTP/1.0 request")
         self.events.append(
             RequestHead(
                 method=parser.get_method(),

@@ -14,7 +14,8 @@ whose body was not consumed and that was either never written or is idempotent
 is sent again, once, on a fresh connection.
 
 Not pooled (one connection per request, as the reference's one-off client):
-HTTP/1.0 requests, requests without an authority (no Host), ``CONNECT`` and
+HTTP/1.0 requests, requests without an authority of their own (no Host: none,
+or the default :class:`~linkerd_proxy.http.normalize.DefaultAuthority`), ``CONNECT`` and
 upgrades (their connection becomes a tunnel).
 
 Background work: one sweeper task, started in ``background`` on the first
@@ -34,6 +35,7 @@ import trio
 from linkerd_proxy.errors import H1ConnectionClosed
 from linkerd_proxy.http.h1.client import H1ClientSettings, H1Connection
 from linkerd_proxy.http.model import Request, Response
+from linkerd_proxy.http.normalize import DefaultAuthority
 from linkerd_proxy.http.upgrade import DownstreamUpgrade
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ class H1Pool:
         pooled = not (
             request.version == "HTTP/1.0"
             or request.authority is None
+            or DefaultAuthority in request.extensions
             or request.method == "CONNECT"
             or DownstreamUpgrade in request.extensions
             or self._closed

@@ -25,6 +25,9 @@ Rules (see also the codec's strictness notes):
   never cut for being idle (linkerd2#14131).
 - If the client closes while the service has not yet answered, the service call
   is cancelled (hyper's default, no half-close); set ``half_close`` to keep going.
+  The client is watched by one task per connection, and only for calls still
+  running after ``eof_watch_delay``: a quick call costs no task switch for it
+  (the HTTP hot path), a slow one notices the client leaving at once after that.
 - Drain: once ``drain`` fires, an idle connection closes at once; a busy one
   finishes its response, marked ``connection: close``, then closes.
 - The service raising instead of answering → 502, logged; the connection goes on
@@ -68,6 +71,8 @@ class H1ServerSettings:
         half_close: keep serving a request after the client's EOF.
         close_linger: after the last response, how long to read and discard
             before closing, so that the client gets the response, not a reset.
+        eof_watch_delay: how long a service call runs before the client
+            connection is watched for EOF (to cancel the call when it left).
     """
 
     header_read_timeout: float = 10.0
@@ -77,6 +82,7 @@ class H1ServerSettings:
     body_buffer: int = 64 * 1024
     half_close: bool = False
     close_linger: float = 1.0
+    eof_watch_delay: float = 0.05
 
 
 async def serve_h1(
@@ -149,6 +155,14 @@ class _Connection:
         self.request_error: int | None = None
         self._idle_scope: trio.CancelScope | None = None
         self._service_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        # The client watch (see _watch_client): a counter of watched calls,
+        # whether one is running, the watcher's parking lot, and its read.
+        self._call_seq = 0
+        self._watching = False
+        self._watcher: trio.lowlevel.ParkingLot | None = None
+        self._watcher_parked = False
+        self._watch_read: tuple[trio.CancelScope, trio.Event] | None = None
 
     @property
     def draining(self) -> bool:
@@ -158,6 +172,7 @@ class _Connection:
         if prefix:
             self.events.extend(self.codec.feed(prefix))
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             if self.drain is not None:
                 nursery.start_soon(self._watch_drain, self.drain)
             try:
@@ -275,13 +290,10 @@ class _Connection:
         """Call the service; None if the client went away first (cancelled)."""
         with trio.CancelScope() as scope:
             self._service_scope = scope
+            watched = body_done.is_set() and not self.settings.half_close
+            if watched:
+                self._arm_watch()
             try:
-                if body_done.is_set() and not self.settings.half_close:
-                    async with trio.open_nursery() as watch:
-                        watch.start_soon(self._watch_eof, scope)
-                        response = await self.service(request)
-                        watch.cancel_scope.cancel()
-                    return response
                 return await self.service(request)
             except Exception:
                 if self.request_error is None:
@@ -289,19 +301,69 @@ class _Connection:
                 return Response(502, [], EmptyBody())
             finally:
                 self._service_scope = None
+                if watched:
+                    await self._disarm_watch()
         return None
 
-    async def _watch_eof(self, service_scope: trio.CancelScope) -> None:
-        # While the service works, one read tells whether the client left; a
-        # pipelined request's bytes go to the codec and the watch stops.
-        if self.events or not self.codec.idle or self.codec.closed:
-            return
-        data = await self._receive()
-        if data:
-            self.events.extend(self.codec.feed(data))
-        else:
-            self.peer_eof = True
-            service_scope.cancel()
+    def _arm_watch(self) -> None:
+        self._call_seq += 1
+        self._watching = True
+        if self._watcher is None:
+            assert self._nursery is not None
+            self._watcher = trio.lowlevel.ParkingLot()
+            self._nursery.start_soon(self._watch_client, self._watcher)
+        elif self._watcher_parked:
+            self._watcher_parked = False
+            self._watcher.unpark_all()
+
+    async def _disarm_watch(self) -> None:
+        self._watching = False
+        read = self._watch_read
+        if read is not None:
+            # The watcher is reading: stop it, and let it leave the stream
+            # before this task reads from it again.
+            scope, left = read
+            scope.cancel()
+            with trio.CancelScope(shield=True):
+                await left.wait()
+
+    async def _watch_client(self, lot: trio.lowlevel.ParkingLot) -> None:
+        # One task per connection. A watched call still running after
+        # ``eof_watch_delay`` gets a read on the client: EOF cancels the call;
+        # bytes (a pipelined request) go to the codec and the watch stops.
+        delay = self.settings.eof_watch_delay
+        while True:
+            if not self._watching:
+                self._watcher_parked = True
+                await lot.park()
+                continue
+            seq = self._call_seq
+            await trio.sleep(delay)
+            if not self._watching or self._call_seq != seq:
+                continue  # that call ended in time
+            if self.events or not self.codec.idle or self.codec.closed:
+                self._watcher_parked = True  # nothing to learn: wait for the next call
+                await lot.park()
+                continue
+            left = trio.Event()
+            with trio.CancelScope() as read_scope:
+                self._watch_read = (read_scope, left)
+                try:
+                    data = await self._receive()
+                finally:
+                    self._watch_read = None
+                    left.set()
+            if read_scope.cancelled_caught:
+                continue
+            if data:
+                self.events.extend(self.codec.feed(data))
+            else:
+                self.peer_eof = True
+                if self._service_scope is not None and self._call_seq == seq:
+                    self._service_scope.cancel()
+            if self._call_seq == seq:
+                self._watcher_parked = True
+                await lot.park()
 
     def _new_body(self, head: h1.RequestHead) -> PipeBody:
         lengths = h1.header_values(head.headers, b"content-length")

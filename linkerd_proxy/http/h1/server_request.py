@@ -7,8 +7,11 @@ Where it sits: a pure helper of the HTTP/1 server driver (``server.py``); no I/O
   any other method must use origin-form, absolute-form, or ``*`` (``OPTIONS``).
   Anything else, or two ``Host`` fields, is a :class:`BadRequest` (400), as the
   reference rejects them.
-- Headers: hop-by-hop fields (and those the ``Connection`` header names), ``Host``
-  and ``Content-Length`` are removed (the body carries the length). An upgrade
+- Headers: hop-by-hop fields (and those the ``Connection`` header names) and
+  ``Content-Length`` are removed (the body carries the length), except that an
+  explicit ``Content-Length: 0`` is kept so that it reaches the next hop as sent
+  (the reference preserves it). ``Host`` is kept as received: the client driver
+  sends it on untouched, even when an absolute URI names another authority. An upgrade
   request keeps its ``Upgrade`` field and gets a
   :class:`~linkerd_proxy.http.upgrade.DownstreamUpgrade` handle; an ``h2c``
   upgrade (or any upgrade on HTTP/1.0) is declined: its ``Upgrade`` and
@@ -28,7 +31,9 @@ __all__ = ["BadRequest", "build_request", "synthetic_head"]
 
 _SCHEME = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*")
 _AUTHORITY = re.compile(rb"[^\s/?#@]+")
-_DROP = h1.HOP_BY_HOP_HEADERS | {b"host", b"content-length", b"http2-settings"}
+# authority-form: a host name or an IP literal, and an optional port.
+_CONNECT_TARGET = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%]+)(?::[0-9]{1,5})?")
+_DROP = h1.HOP_BY_HOP_HEADERS | {b"content-length", b"http2-settings"}
 
 
 class BadRequest(ProxyError):
@@ -77,7 +82,8 @@ def build_request(head: h1.RequestHead, extensions: dict[type, object]) -> tuple
     if method == "CONNECT":
         if version != "HTTP/1.1":
             raise BadRequest("CONNECT requires HTTP/1.1")
-        if not _AUTHORITY.fullmatch(target) or b":" not in target:
+        # A port is not required: the reference accepts ``CONNECT host HTTP/1.1``.
+        if not _CONNECT_TARGET.fullmatch(target):
             raise BadRequest(f"CONNECT to an invalid authority {target!r}")
         authority: str | None = _ascii(target, "authority")
         path = ""
@@ -97,6 +103,8 @@ def build_request(head: h1.RequestHead, extensions: dict[type, object]) -> tuple
     declined = head.upgrade and not wants_upgrade
     drop = _DROP | h1.connection_tokens(head.headers)
     headers: Headers = [(k, v) for k, v in head.headers if k not in drop]
+    if method != "CONNECT" and _explicit_zero_length(head):
+        headers.append((b"content-length", b"0"))
     request = Request(
         method=method,
         scheme=scheme,
@@ -114,6 +122,13 @@ def build_request(head: h1.RequestHead, extensions: dict[type, object]) -> tuple
             headers.append((b"upgrade", protocol))
         request.extensions[DownstreamUpgrade] = DownstreamUpgrade(protocol)
     return request, declined
+
+
+def _explicit_zero_length(head: h1.RequestHead) -> bool:
+    if h1.header_values(head.headers, b"transfer-encoding"):
+        return False
+    lengths = h1.header_values(head.headers, b"content-length")
+    return bool(lengths) and all(v.strip() == b"0" for v in lengths)
 
 
 def synthetic_head(head: h1.RequestHead) -> bytes:

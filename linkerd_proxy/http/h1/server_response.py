@@ -11,7 +11,10 @@ Framing, chosen from the response and the request:
 - ``Content-Length`` when the body knows its length (0 for an empty body);
 - chunked for HTTP/1.1 clients otherwise, with the trailers when the client sent
   ``TE: trailers`` (else the trailers are dropped);
-- close-delimited for HTTP/1.0 clients otherwise (the connection ends with it).
+- close-delimited for HTTP/1.0 clients otherwise (the connection ends with it),
+  and for an HTTP/1.0 response of unknown length (an upstream's body ended by EOF),
+  which then goes out as ``HTTP/1.0`` as the reference (hyper) sends it: EOF
+  framing is kept end to end, also across a second proxy.
 
 The head goes out with the first chunk of the body in one write when that chunk
 is already there (BENCH.md lesson 4: no head-then-body pair of small writes).
@@ -34,10 +37,7 @@ __all__ = ["ResponseWriter"]
 
 def _ready(body: Body) -> bool:
     # Whether the first chunk can be read without waiting (to batch it with the head).
-    if isinstance(body, BytesBody):
-        return True
-    buffered = getattr(body, "buffered", 0)
-    return isinstance(buffered, int) and buffered > 0
+    return body.buffered > 0 or isinstance(body, BytesBody)
 
 
 def _reason(response: Response) -> bytes | None:
@@ -110,6 +110,7 @@ class ResponseWriter:
         headers: Headers = [(k, v) for k, v in response.headers if k not in drop]
         length: int | None = None
         chunked = False
+        version = head.version
         if has_body:
             headers = [(k, v) for k, v in headers if k != b"content-length"]
             length = body.content_length
@@ -117,11 +118,12 @@ class ResponseWriter:
                 length = 0
             if length is not None:
                 headers.append((b"content-length", b"%d" % length))
-            elif head.version == "1.1":
+            elif head.version == "1.1" and response.version != "HTTP/1.0":
                 chunked = True
                 headers.append((b"transfer-encoding", b"chunked"))
             else:
                 keep_alive = False  # close-delimited
+                version = "1.0"
         elif status < 200 or status == 204:
             headers = [(k, v) for k, v in headers if k != b"content-length"]
         if not keep_alive and head.version == "1.1":
@@ -129,7 +131,7 @@ class ResponseWriter:
         elif keep_alive and head.version == "1.0":
             headers.append((b"connection", b"keep-alive"))
         try:
-            data = h1.serialize_response_head(status, headers, head.version, _reason(response))
+            data = h1.serialize_response_head(status, headers, version, _reason(response))
         except ValueError as exc:
             log.warning("h1 server: cannot write response: %s", exc)
             await body.aclose()

@@ -216,6 +216,11 @@ class _Server(H2Core):
             with st.scope:
                 try:
                     rsp = await self._service(req)
+                except StreamReset as exc:
+                    # The upstream reset the stream: the client gets the same code.
+                    log.debug("HTTP/2 stream %d reset upstream: %r", st.id, exc)
+                    self.reset(st, exc.code)
+                    return
                 except Exception as exc:
                     log.warning("service failed on HTTP/2 stream %d: %r", st.id, exc)
                     self.reset(st, ErrorCodes.INTERNAL_ERROR)
