@@ -24,9 +24,12 @@ Run as ``python -m linkerd_proxy.testing.apps <mode> ...``:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
+import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -49,6 +52,68 @@ async def _read_body(receive: Receive) -> bytes:
         parts.append(message.get("body", b""))
         if not message.get("more_body"):
             return b"".join(parts)
+
+
+async def _sink(scope: Scope, receive: Receive, send: Send) -> None:
+    """Read the body slowly, hashing it; answer with the count, digest and time."""
+    import trio
+
+    query = urllib.parse.parse_qs(scope.get("query_string", b"").decode())
+    delay = float(query.get("delay", ["0.01"])[0])
+    every = int(query.get("every", [str(CHUNK)])[0])
+    digest = hashlib.sha256()
+    total = 0
+    since_sleep = 0
+    start = time.monotonic()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        chunk = message.get("body", b"")
+        digest.update(chunk)
+        total += len(chunk)
+        since_sleep += len(chunk)
+        if delay and since_sleep >= every:
+            since_sleep %= every
+            await trio.sleep(delay)
+        if not message.get("more_body"):
+            break
+    seconds = round(time.monotonic() - start, 3)
+    body = json.dumps({"bytes": total, "sha256": digest.hexdigest(), "seconds": seconds})
+    await _respond(send, 200, body.encode(), [(b"content-type", b"application/json")])
+
+
+class _Stalls:
+    """The requests ``/stall`` holds (one server process, one trio run)."""
+
+    held = 0
+    release: Any = None  # a trio.Event, made in the server's trio run
+
+
+async def _stall(scope: Scope, receive: Receive, send: Send) -> None:
+    import trio
+
+    query = urllib.parse.parse_qs(scope.get("query_string", b"").decode())
+    seconds = float(query.get("seconds", ["30"])[0])
+    await _read_body(receive)
+    if _Stalls.release is None:
+        _Stalls.release = trio.Event()
+    release = _Stalls.release
+    _Stalls.held += 1
+    try:
+        with trio.move_on_after(seconds):
+            await release.wait()
+    finally:
+        _Stalls.held -= 1
+    await _respond(send, 200, b"released", [(b"content-length", b"8")])
+
+
+async def _release(receive: Receive, send: Send) -> None:
+    await _read_body(receive)
+    if _Stalls.release is not None:
+        _Stalls.release.set()
+        _Stalls.release = None
+    await _respond(send, 200, b"ok", [(b"content-length", b"2")])
 
 
 async def _respond(
@@ -108,6 +173,16 @@ async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
         seen = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
         body = json.dumps({"headers": seen, "method": scope["method"]}).encode()
         await _respond(send, 200, body, [(b"content-type", b"application/json"), *common])
+    elif path == "/sink":
+        await _sink(scope, receive, send)
+    elif path == "/stall":
+        await _stall(scope, receive, send)
+    elif path == "/stalled":
+        await _read_body(receive)
+        body = str(_Stalls.held).encode()
+        await _respond(send, 200, body, [(b"content-length", str(len(body)).encode())])
+    elif path == "/release":
+        await _release(receive, send)
     elif path.startswith("/status/"):
         await _read_body(receive)
         await _respond(send, int(path.rsplit("/", 1)[1]), b"", [(b"content-length", b"0")])

@@ -17,6 +17,10 @@ Modes:
     banner --addr HOST:PORT --expect TEXT [--timeout S]
         Connect without sending, read the banner, print a JSON line with the
         elapsed seconds. Exit 0 only if the banner matched within the timeout.
+
+HTTP attack clients and a recording backend (HARDENING.md section 6), in
+:mod:`linkerd_proxy.testing.http_peers`, are further modes of the same command:
+``slowloris``, ``raw``, ``keepalive``, ``h2-streams``, ``record-server``.
 """
 
 from __future__ import annotations
@@ -140,7 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--addr", required=True)
     b.add_argument("--expect", required=True)
     b.add_argument("--timeout", type=float, default=5.0)
+    from linkerd_proxy.testing import http_peers
+
+    http_peers.add_parsers(sub)
     args = p.parse_args(argv)
+    if args.mode in http_peers.MODES:
+        return http_peers.run(args)
     if args.mode == "echo-server":
         echo_server(args.port, args.banner.encode(), args.host)
         return 0

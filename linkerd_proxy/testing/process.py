@@ -139,3 +139,37 @@ class ProxyProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+    # --- resource use, read from /proc (the Popen pid is the proxy: ``ip netns
+    # exec`` and ``setpriv`` exec it, they do not fork) -------------------------------
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _status_kib(self, field: str) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise RuntimeError(f"no {field} in /proc/{self.pid}/status")
+
+    def rss(self) -> int:
+        """The resident set size now, in bytes (``VmRSS``)."""
+        return self._status_kib("VmRSS") * 1024
+
+    def peak_rss(self) -> int:
+        """The peak resident set size, in bytes (``VmHWM``): since the process
+        started, or since the last :meth:`reset_peak_rss`."""
+        return self._status_kib("VmHWM") * 1024
+
+    def reset_peak_rss(self) -> None:
+        """Reset the peak (``VmHWM``) to the current RSS (needs root: writes ``5``
+        to ``/proc/<pid>/clear_refs``), so that :meth:`peak_rss` then measures the
+        peak of what follows."""
+        with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+            f.write("5")
+
+    def fd_count(self) -> int:
+        """How many file descriptors the process has open."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
