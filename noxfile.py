@@ -21,11 +21,17 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PY)
 def lint(session: nox.Session) -> None:
-    """ruff and mypy --strict."""
+    """ruff, mypy --strict, and the generated API check."""
     session.install("-e", ".[dev]")
-    session.run("ruff", "check", "linkerd_proxy", "linkerd_proxy_bin", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "linkerd_proxy", "linkerd_proxy_bin", "tests")
+    session.run(
+        "ruff", "check", "linkerd_proxy", "linkerd_proxy_bin", "tests", "scripts", "noxfile.py"
+    )
+    session.run(
+        "ruff", "format", "--check", "linkerd_proxy", "linkerd_proxy_bin", "tests", "scripts"
+    )
     session.run("mypy")
+    # The committed linkerd_proxy/api must be what proto/ generates.
+    session.run("python", "scripts/gen_api.py", "--check")
 
 
 @nox.session(python=PY)
