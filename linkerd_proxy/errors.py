@@ -188,3 +188,28 @@ class ControlTlsRequired(ProxyError):
             "a TLS context is required (plaintext is allowed only to loopback)"
         )
         self.addr = addr
+
+
+class DiscoveryRejected(ProxyError):
+    """The control plane refused a discovery lookup for good (INVALID_ARGUMENT or
+    FAILED_PRECONDITION): the caller falls back (no profile, forward to the
+    original destination, or fail the connection) instead of asking again.
+
+    ``target`` is what was looked up; ``status`` the gRPC code's wire number.
+    """
+
+    def __init__(self, target: str, status: int, message: str = "") -> None:
+        super().__init__(f"discovery rejected lookup of {target}: grpc-status {status} {message}")
+        self.target = target
+        self.status = status
+        self.message = message
+
+
+class PolicyNotFound(ProxyError):
+    """The policy controller has no policy for a target (NOT_FOUND or UNIMPLEMENTED):
+    the caller synthesizes a default policy."""
+
+    def __init__(self, target: str, status: int) -> None:
+        super().__init__(f"no policy for {target} (grpc-status {status})")
+        self.target = target
+        self.status = status
