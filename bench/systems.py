@@ -118,6 +118,7 @@ class World:
     def set_mode(self, mode: Mode) -> None:
         """Install or remove linkerd-init's rules so that ``mode`` is in force."""
         want = {"a": mode != "plain", "b": mode == "mesh"}
+        changed = False
         for key, ns in (("a", self.a), ("b", self.b)):
             if want[key] == self._rules[key]:
                 continue
@@ -127,6 +128,14 @@ class World:
                 ns.run(["iptables", "-w", "-t", "nat", "-F"])
                 ns.run(["iptables", "-w", "-t", "nat", "-X"])
             self._rules[key] = want[key]
+            changed = True
+        if changed:
+            # NAT rules apply to new connections only: a keep-alive (or HTTP/2)
+            # connection pooled in the previous mode would bypass the new rules
+            # (e.g. proxy A straight to the backend in an "x2" round). Between
+            # rounds only idle pooled connections go from pod A to pod B (the
+            # reference proxies' too, which reconnect): reset them all.
+            self.a.run(["ss", "-K", "dst", str(self.b.ip)], check=False)
 
     # ------------------------------------------------------------- starting
 

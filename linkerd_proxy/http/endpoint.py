@@ -100,6 +100,12 @@ class HttpEndpoint:
                 log.debug("h2 stream to %s refused; retrying", self.addr)
 
     async def _h2_connection(self) -> H2Connection:
+        conn = self._h2
+        if conn is not None and conn.is_usable:
+            # The hot path: no lock (taking a trio.Lock yields while holding it,
+            # which parks every other request to this endpoint behind it).
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return conn
         async with self._h2_lock:
             conn = self._h2
             if conn is None or not conn.is_usable:

@@ -112,9 +112,12 @@ def _raw_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     return stream.socket
 
 
+_PEEK_FLAGS = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)
+
+
 def _peek_closed(sock: socket.socket) -> bool:
     try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        sock.recv(1, _PEEK_FLAGS)
     except BlockingIOError:
         return False
     except OSError:
@@ -484,7 +487,7 @@ class _ResponseBody(Body):
     async def read(self) -> bytes:
         conn = self._conn
         if conn is None:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint_if_cancelled()
             return b""
         data, trailers = await conn.read_body()
         if not data:
@@ -496,4 +499,4 @@ class _ResponseBody(Body):
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn._abort()
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()

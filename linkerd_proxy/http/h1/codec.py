@@ -362,12 +362,12 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 
 
+_PHRASES: Final = {s.value: s.phrase.encode("ascii") for s in http.HTTPStatus}
+
+
 def reason_phrase(status: int) -> bytes:
     """The standard reason phrase for ``status`` (empty for an unknown code)."""
-    try:
-        return http.HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
+    return _PHRASES.get(status, b"")
 
 
 def serialize_response_head(

@@ -6,9 +6,10 @@ Where it sits: the outbound and inbound endpoint stacks make one
 layers (metrics, tap), below it :class:`~linkerd_proxy.http.h1.client.H1Connection`.
 
 Reuse: the most recently used idle connection first (keeps the rest cold, so they
-expire). Before a connection is reused it is checked, without waiting, for EOF or
-stray bytes from the server (BENCH.md lesson 3: a backend that closed an idle
-keep-alive connection must not cause a client-visible error). If a reused
+expire). Before a connection idle for :data:`PEEK_AFTER` or more is reused it is
+checked, without waiting, for EOF or stray bytes from the server (BENCH.md lesson
+3: a backend that closed an idle keep-alive connection must not cause a
+client-visible error). If a reused
 connection still fails before any byte of the response came back, a request
 whose body was not consumed and that was either never written or is idempotent
 is sent again, once, on a fresh connection.
@@ -43,9 +44,16 @@ log = logging.getLogger(__name__)
 Connect = Callable[[], Awaitable[trio.abc.Stream]]
 
 
+#: A connection idle for less than this is reused without the EOF check (a
+#: system call on the hot path); a server closing it so soon is covered by the
+#: retry of requests that were never answered.
+PEEK_AFTER = 0.005
+
+
 @attrs.define
 class _Idle:
     conn: H1Connection
+    since: float
     expires: float
 
 
@@ -138,7 +146,13 @@ class H1Pool:
     async def _checkout(self) -> H1Connection | None:
         while self._idle:
             entry = self._idle.pop()
-            if entry.conn.peer_closed() or entry.expires <= trio.current_time():
+            now = trio.current_time()
+            conn = entry.conn
+            if (
+                entry.expires <= now
+                or conn.is_closed
+                or (now - entry.since >= PEEK_AFTER and conn.peer_closed())
+            ):
                 await entry.conn.aclose()
                 continue
             return entry.conn
@@ -148,7 +162,8 @@ class H1Pool:
         if self._closed or len(self._idle) >= self._max_idle:
             await conn.aclose()
             return
-        self._idle.append(_Idle(conn, trio.current_time() + self._idle_timeout))
+        now = trio.current_time()
+        self._idle.append(_Idle(conn, now, now + self._idle_timeout))
         if self._sweeper is None:
             self._sweeper = trio.CancelScope()
             self._background.start_soon(self._sweep, self._sweeper)

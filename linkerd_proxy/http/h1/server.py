@@ -153,8 +153,10 @@ class _Connection:
         self.upgraded = False
         self.peer_eof = False
         self.request_error: int | None = None
-        self._idle_scope: trio.CancelScope | None = None
-        self._service_scope: trio.CancelScope | None = None
+        # Both ways of ending the connection early (drain while idle, the
+        # client leaving during a call) cancel the connection's nursery: no
+        # cancel scope per read or per call on the hot path.
+        self._idle_wait = False
         self._nursery: trio.Nursery | None = None
         # The client watch (see _watch_client): a counter of watched calls,
         # whether one is running, the watcher's parking lot, and its read.
@@ -171,6 +173,7 @@ class _Connection:
     async def run(self, prefix: bytes) -> None:
         if prefix:
             self.events.extend(self.codec.feed(prefix))
+        graceful = False
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if self.drain is not None:
@@ -184,8 +187,8 @@ class _Connection:
 
     async def _watch_drain(self, drain: Shutdown) -> None:
         await drain.wait()
-        if self._idle_scope is not None:
-            self._idle_scope.cancel()
+        if self._idle_wait and self._nursery is not None:
+            self._nursery.cancel_scope.cancel()  # idle: close now
 
     async def _serve_all(self, nursery: trio.Nursery) -> bool:
         """Serve requests in order; True when the connection should be closed
@@ -214,14 +217,19 @@ class _Connection:
         """Feed one read to the codec; False if the deadline passed (or drain
         interrupted an idle wait)."""
         idle = self.codec.idle and not self.events
-        with trio.CancelScope(deadline=deadline) as scope:
-            self._idle_scope = scope if idle else None
-            if idle and self.draining:
-                scope.cancel()
-            data = await self._receive()
-        self._idle_scope = None
-        if scope.cancelled_caught:
+        if idle and self.draining:
             return False
+        if deadline == math.inf:
+            self._idle_wait = idle
+            try:
+                data = await self._receive()
+            finally:
+                self._idle_wait = False
+        else:
+            with trio.move_on_at(deadline) as scope:
+                data = await self._receive()
+            if scope.cancelled_caught:
+                return False
         if not data:
             self.peer_eof = True
         self.events.extend(self.codec.feed(data) if data else self.codec.feed_eof())
@@ -264,13 +272,8 @@ class _Connection:
         response = await self._call(request, body_done)
         if self.request_error is not None:
             # The body turned out malformed before the response began.
-            if response is not None:
-                await response.body.aclose()
+            await response.body.aclose()
             await self.writer.write_error(self.request_error, head.version)
-            return False
-        if response is None:
-            if body is not None:
-                body.fail(BodyError("client went away"))
             return False
         upgrade = get_ext(request.extensions, DownstreamUpgrade)
         if upgrade is not None:
@@ -286,24 +289,20 @@ class _Connection:
             keep_alive = False
         return keep_alive and not self.draining and not self.peer_eof
 
-    async def _call(self, request: Request, body_done: trio.Event) -> Response | None:
-        """Call the service; None if the client went away first (cancelled)."""
-        with trio.CancelScope() as scope:
-            self._service_scope = scope
-            watched = body_done.is_set() and not self.settings.half_close
+    async def _call(self, request: Request, body_done: trio.Event) -> Response:
+        """Call the service (the client leaving cancels the connection's nursery)."""
+        watched = body_done.is_set() and not self.settings.half_close
+        if watched:
+            self._arm_watch()
+        try:
+            return await self.service(request)
+        except Exception:
+            if self.request_error is None:
+                log.exception("h1 server: service failed: %s %s", request.method, request.path)
+            return Response(502, [], EmptyBody())
+        finally:
             if watched:
-                self._arm_watch()
-            try:
-                return await self.service(request)
-            except Exception:
-                if self.request_error is None:
-                    log.exception("h1 server: service failed: %s %s", request.method, request.path)
-                return Response(502, [], EmptyBody())
-            finally:
-                self._service_scope = None
-                if watched:
-                    await self._disarm_watch()
-        return None
+                await self._disarm_watch()
 
     def _arm_watch(self) -> None:
         self._call_seq += 1
@@ -359,8 +358,8 @@ class _Connection:
                 self.events.extend(self.codec.feed(data))
             else:
                 self.peer_eof = True
-                if self._service_scope is not None and self._call_seq == seq:
-                    self._service_scope.cancel()
+                if self._watching and self._call_seq == seq and self._nursery is not None:
+                    self._nursery.cancel_scope.cancel()  # the call is abandoned
             if self._call_seq == seq:
                 self._watcher_parked = True
                 await lot.park()

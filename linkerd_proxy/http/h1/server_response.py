@@ -59,8 +59,17 @@ class ResponseWriter:
         return self._head_sent
 
     async def _send(self, data: bytes) -> None:
-        async with self._lock:
+        # The lock only matters when ``100 Continue`` races the response; take
+        # it without a scheduler pass when it is free (always, on the hot path).
+        lock = self._lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             await self._stream.send_all(data)
+        finally:
+            lock.release()
 
     async def write_continue(self) -> None:
         """Send ``100 Continue``, unless the response has already begun."""
