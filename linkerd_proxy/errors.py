@@ -213,3 +213,7 @@ class PolicyNotFound(ProxyError):
         super().__init__(f"no policy for {target} (grpc-status {status})")
         self.target = target
         self.status = status
+
+
+class BackendFailed(ProxyError):
+    """A policy ``Fail`` backend: every request to it fails (502)."""

@@ -39,6 +39,7 @@ from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.admin import AdminState, Readiness, serve_admin
 from linkerd_proxy.admin.state import LogLevelHandle
 from linkerd_proxy.app.config import Config
+from linkerd_proxy.app.control import open_control_bridge, outbound_control
 from linkerd_proxy.app.http_settings import h2_client_settings, server_params
 from linkerd_proxy.app.shutdown import Shutdown
 from linkerd_proxy.inbound import InboundServer
@@ -120,16 +121,17 @@ def check_supported(config: Config) -> None:
             "identity (LINKERD2_PROXY_IDENTITY_*) is not supported by this build yet; "
             "unset it to run standalone"
         )
-    if config.destination is not None:
-        raise UnsupportedConfig(
-            "discovery (LINKERD2_PROXY_DESTINATION_SVC_ADDR) is not supported by this build "
-            "yet; unset it to run standalone"
-        )
-    if config.policy is not None:
-        raise UnsupportedConfig(
-            "policy (LINKERD2_PROXY_POLICY_SVC_ADDR) is not supported by this build yet; "
-            "unset it to run standalone"
-        )
+    # Control-plane TLS needs identity: until then only loopback (plaintext, as
+    # the reference allows) control-plane addresses work.
+    for var, svc in (
+        ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", config.destination),
+        ("LINKERD2_PROXY_POLICY_SVC_ADDR", config.policy),
+    ):
+        if svc is not None and not svc.svc.is_loopback:
+            raise UnsupportedConfig(
+                f"{var}={svc.svc.addr}: a non-loopback control plane needs mTLS, which needs "
+                "identity, not supported by this build yet; use a loopback address"
+            )
 
 
 async def run(
@@ -209,8 +211,9 @@ async def run(
         env=dict(os.environ) if env is None else env,
     )
 
-    async with trio.open_nursery() as background:
+    async with open_control_bridge(config) as bridge, trio.open_nursery() as background:
         await background.start(serve_admin, admin_l, state)
+        control = outbound_control(config, bridge, background)
         h2_client = h2_client_settings(config.h2.client)
         inbound = InboundServer(
             config.inbound,
@@ -240,12 +243,14 @@ async def run(
                 tcp=metrics.tcp,
                 h2_client=h2_client,
                 background=background,
+                control=control,
             ),
             http_params=server_params(config, inbound=False, drain=shutdown),
             opaque_ports=config.inbound.ports_disable_protocol_detection,
             orig_dst=orig_dst,
             listen_addrs=bound.outbound,
             background=background,
+            control=control,
         )
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:

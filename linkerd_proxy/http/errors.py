@@ -49,6 +49,7 @@ import attrs
 import trio
 
 from ..errors import (
+    BackendFailed,
     ConnectError,
     ConnectTimeout,
     DowngradedH2Error,
@@ -224,7 +225,7 @@ def rescue(error: BaseException) -> SyntheticResponse | None:
         return SyntheticResponse.unavailable(msg)
     if caused_by(ResponseTimeout):
         return SyntheticResponse.gateway_timeout(msg)
-    if caused_by(IdentityRequired, DowngradedH2Error):
+    if caused_by(IdentityRequired, DowngradedH2Error, BackendFailed):
         return SyntheticResponse.bad_gateway(msg)
     if caused_by(NoRoute):
         return SyntheticResponse.not_found(msg)

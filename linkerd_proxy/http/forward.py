@@ -43,12 +43,23 @@ class ForwardTarget:
     authority: str | None
 
 
+@attrs.frozen
+class ForwardAddr:
+    """Request extension: forward to this address instead of the original destination
+    (set by discovery, e.g. a profile's endpoint or a policy's forward backend)."""
+
+    addr: SocketAddr
+
+
 def forward_target(req: Request) -> ForwardTarget:
     """The target of a request (its connection's :class:`ConnInfo` must be set).
 
     Raises:
         RuntimeError: the request carries no connection info (a wiring bug).
     """
+    override = get_ext(req.extensions, ForwardAddr)
+    if override is not None:
+        return ForwardTarget(override.addr, req.authority)
     conn = get_ext(req.extensions, ConnInfo)
     if conn is None:
         raise RuntimeError("request without connection info")
@@ -63,7 +74,8 @@ class ForwardParams:
     max_idle: int
     pool_idle_timeout: float
     cache_idle_timeout: float
-    max_in_flight: int
+    #: ``None``: the caller puts its own limit above (the discovery stacks do).
+    max_in_flight: int | None
     h2: H2ClientSettings
     connect_backoff: ExponentialBackoff | None = None
     failfast_timeout: float = 0.0
@@ -108,4 +120,7 @@ def new_forward_service(
         .push(NewHttpMetrics.layer(metrics, labels))
         .push_idle_cached(params.cache_idle_timeout, background)
     )
-    return MaxInFlight(Router(cached, forward_target), params.max_in_flight)
+    router = Router(cached, forward_target)
+    if params.max_in_flight is None:
+        return router
+    return MaxInFlight(router, params.max_in_flight)

@@ -15,21 +15,32 @@ the ``authority`` label is absent (as the reference renders a forwarded target).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
-from linkerd_proxy.addrs import SocketAddr
+from linkerd_proxy.addrs import NameAddr, SocketAddr
 from linkerd_proxy.app.config import OutboundConfig
+from linkerd_proxy.balance import Endpoint, EwmaConfig
+from linkerd_proxy.discovery.endpoint import EndpointMeta, ProtocolHint
+from linkerd_proxy.http.endpoint import HttpEndpoint
 from linkerd_proxy.http.errors import RespondErrors, outbound_error_kind
 from linkerd_proxy.http.forward import ForwardParams, ForwardTarget, new_forward_service
 from linkerd_proxy.http.h2.settings import H2ClientSettings
+from linkerd_proxy.http.loadshed import MaxInFlight
+from linkerd_proxy.http.metrics_layer import HttpMetricsService
 from linkerd_proxy.http.model import Request, Response
 from linkerd_proxy.http.normalize import NormalizeUri
+from linkerd_proxy.http.orig_proto import Upgrade
 from linkerd_proxy.metrics.errors import OutboundHttpErrorMetrics
 from linkerd_proxy.metrics.http import HttpMetrics, OutboundHttpLabels
-from linkerd_proxy.metrics.labels import TargetAddrLabels
+from linkerd_proxy.metrics.labels import DstLabels, TargetAddrLabels
 from linkerd_proxy.metrics.tcp import OutboundConnectLabels, TcpMetrics
-from linkerd_proxy.stack import Service
-from linkerd_proxy.tcp import ConnMetrics, dialer
+from linkerd_proxy.outbound.concrete import Failing, new_balanced_http
+from linkerd_proxy.outbound.control import OutboundControl
+from linkerd_proxy.outbound.logical import LogicalHttp
+from linkerd_proxy.stack import Service, stack
+from linkerd_proxy.tcp import ConnMetrics, MeteredStream, dialer
 from linkerd_proxy.transport.backoff import ExponentialBackoff
 
 HttpService = Service[Request, Response]
@@ -56,6 +67,7 @@ class OutboundHttp:
         tcp: TcpMetrics,
         h2_client: H2ClientSettings,
         background: trio.Nursery,
+        control: OutboundControl | None = None,
     ) -> None:
         self.config = config
         self.errors = errors
@@ -65,7 +77,7 @@ class OutboundHttp:
             max_idle=config.max_idle_conns_per_endpoint,
             pool_idle_timeout=config.http1_pool_idle_timeout,
             cache_idle_timeout=config.discovery_idle_timeout,
-            max_in_flight=config.max_in_flight,
+            max_in_flight=None,
             h2=h2_client,
             connect_backoff=ExponentialBackoff(
                 config.connect.backoff.min,
@@ -81,13 +93,34 @@ class OutboundHttp:
         def labels(target: ForwardTarget) -> OutboundHttpLabels:
             return OutboundHttpLabels(TargetAddrLabels(target.addr))
 
-        self._shared = new_forward_service(
+        forward = new_forward_service(
             params,
             metrics=metrics,
             labels=labels,
             connect_metrics=connect_metrics,
             background=background,
         )
+        inner: HttpService = forward
+        if control is not None and control.destination is not None:
+            balanced = (
+                stack(
+                    new_balanced_http(
+                        control.destination,
+                        control.context_token,
+                        _endpoint_for(config, params, metrics, tcp, background),
+                        ewma=EwmaConfig(),
+                        queue_capacity=config.http_queue_capacity,
+                        failfast_timeout=config.http_failfast_timeout,
+                        background=background,
+                    )
+                )
+                .push_idle_cached(config.discovery_idle_timeout, background)
+                .into_new_service()
+            )
+            inner = LogicalHttp(control.discoveries, balanced, forward)
+        elif control is not None:
+            inner = LogicalHttp(control.discoveries, _no_destination, forward)
+        self._shared: HttpService = MaxInFlight(inner, config.max_in_flight)
 
     def server_service(self, orig_dst: SocketAddr) -> HttpService:
         """The service for one connection to ``orig_dst``."""
@@ -101,3 +134,61 @@ class OutboundHttp:
             emit_headers=not self.config.disable_informational_headers,
             on_error=on_error,
         )
+
+
+def _no_destination(name: NameAddr) -> HttpService:
+    return Failing(f"cannot resolve {name}: no destination service configured")
+
+
+class _EndpointService:
+    """An endpoint of a balancer: metrics around the HTTP client; closes it on removal."""
+
+    def __init__(self, inner: HttpService, client: HttpEndpoint) -> None:
+        self._inner = inner
+        self._client = client
+
+    async def __call__(self, req: Request, /) -> Response:
+        return await self._inner(req)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _endpoint_for(
+    config: OutboundConfig,
+    params: ForwardParams,
+    metrics: HttpMetrics,
+    tcp: TcpMetrics,
+    background: trio.Nursery,
+) -> Callable[[NameAddr], Callable[[Endpoint[EndpointMeta]], HttpService]]:
+    """For a logical name: endpoint -> its HTTP client with metrics (and orig-proto)."""
+
+    def for_name(name: NameAddr) -> Callable[[Endpoint[EndpointMeta]], HttpService]:
+        def new(ep: Endpoint[EndpointMeta]) -> HttpService:
+            target = TargetAddrLabels(ep.addr)
+            dst = DstLabels.of(ep.meta.label_dict())
+            conn_labels = OutboundConnectLabels(target, authority=str(name), dst=dst)
+
+            async def connect() -> trio.abc.Stream:
+                stream = await params.dial(ep.addr)
+                return MeteredStream(stream, tcp.connect(conn_labels))
+
+            client = HttpEndpoint(
+                ep.addr,
+                connect,
+                max_idle=params.max_idle,
+                idle_timeout=params.pool_idle_timeout,
+                h2=params.h2,
+                background=background,
+            )
+            labels = OutboundHttpLabels(target, authority=str(name), dst=dst)
+            svc: HttpService = HttpMetricsService(client, metrics.target(labels))
+            # A meshed HTTP/2-capable endpoint gets HTTP/1 requests over HTTP/2
+            # (orig-proto).
+            if ep.meta.protocol_hint is ProtocolHint.HTTP2:
+                svc = Upgrade(svc, svc)
+            return _EndpointService(svc, client)
+
+        return new
+
+    return for_name

@@ -19,21 +19,35 @@ would loop back into the proxy forever; it is refused.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+import random
+from collections.abc import Callable, Collection
 
 import attrs
 import trio
 
-from linkerd_proxy.addrs import SocketAddr
+from linkerd_proxy.addrs import NameAddr, SocketAddr
 from linkerd_proxy.app.config import OutboundConfig
-from linkerd_proxy.errors import ConnectError, LoopDetected, OrigDstError
+from linkerd_proxy.balance import Endpoint, EwmaConfig
+from linkerd_proxy.discovery.endpoint import EndpointMeta
+from linkerd_proxy.errors import (
+    BackendFailed,
+    ConnectError,
+    DiscoveryRejected,
+    FailFast,
+    LoopDetected,
+    OrigDstError,
+)
 from linkerd_proxy.http.detect import Detected
 from linkerd_proxy.http.serve import HttpServerParams, serve_http
 from linkerd_proxy.metrics.errors import OutboundErrorKind, TcpErrorMetrics
-from linkerd_proxy.metrics.labels import TargetAddrLabels
+from linkerd_proxy.metrics.labels import DstLabels, TargetAddrLabels
 from linkerd_proxy.metrics.tcp import OutboundConnectLabels, TcpAcceptLabels, TcpMetrics
+from linkerd_proxy.outbound.concrete import Failing, new_balanced_tcp
+from linkerd_proxy.outbound.control import OutboundControl
 from linkerd_proxy.outbound.http import OutboundHttp
-from linkerd_proxy.stack import Cached, stack
+from linkerd_proxy.outbound.logical import pick
+from linkerd_proxy.outbound.routing import BalanceTo, FailWith, ForwardTo, Routing
+from linkerd_proxy.stack import Cached, Service, stack
 from linkerd_proxy.tcp import Accepted, ConnInfo, ConnMetrics, Forward, MeteredStream, dialer
 from linkerd_proxy.transport.detect_io import detect_protocol
 from linkerd_proxy.transport.orig_dst import OrigDstLookup, local_addr, peer_addr
@@ -75,8 +89,10 @@ class OutboundServer:
         orig_dst: OrigDstLookup,
         listen_addrs: Collection[SocketAddr],
         background: trio.Nursery,
+        control: OutboundControl | None = None,
     ) -> None:
         self.config = config
+        self.control = control
         self.http = http
         self.http_params = http_params
         self.opaque_ports = opaque_ports
@@ -96,6 +112,36 @@ class OutboundServer:
             return Forward(target.orig_dst, dial, new_metrics)
 
         self._stack = stack(new_forward).push_idle_cached(config.discovery_idle_timeout, background)
+        self._balanced: Callable[[NameAddr], Service[Accepted, None]] | None = None
+        if control is not None and control.destination is not None:
+
+            def endpoint_for(name: NameAddr) -> Callable[[Endpoint[EndpointMeta]], Forward]:
+                def new(ep: Endpoint[EndpointMeta]) -> Forward:
+                    labels = OutboundConnectLabels(
+                        TargetAddrLabels(ep.addr),
+                        authority=str(name),
+                        dst=DstLabels.of(ep.meta.label_dict()),
+                    )
+                    return Forward(ep.addr, dial, lambda: tcp.connect(labels))
+
+                return new
+
+            self._balanced = (
+                stack(
+                    new_balanced_tcp(
+                        control.destination,
+                        control.context_token,
+                        endpoint_for,
+                        ewma=EwmaConfig(),
+                        queue_capacity=config.tcp_queue_capacity,
+                        failfast_timeout=config.tcp_failfast_timeout,
+                        background=background,
+                    )
+                )
+                .push_idle_cached(config.discovery_idle_timeout, background)
+                .into_new_service()
+            )
+        self._rng = random.Random()
 
     def _route(self, target: OutboundTarget) -> Cached[Accepted, None]:
         return self._stack(target)
@@ -111,9 +157,34 @@ class OutboundServer:
             log.warning("outbound connection rejected: %s", exc)
             self.errors.record(OutboundErrorKind.UNEXPECTED, TargetAddrLabels(local_addr(stream)))
             return
+        if self.control is None:
+            await self._serve(stream, client, orig, None)
+            return
+        with self.control.discoveries.cache.hold(orig) as disc:
+            try:
+                routing = await disc.routing(self.control.discoveries.failfast)
+            except (FailFast, DiscoveryRejected) as exc:
+                log.info("outbound connection to %s failed: %s", orig, exc)
+                self.errors.record(
+                    OutboundErrorKind.FAILFAST
+                    if isinstance(exc, FailFast)
+                    else OutboundErrorKind.UNEXPECTED,
+                    TargetAddrLabels(orig),
+                )
+                return
+            await self._serve(stream, client, orig, routing)
+
+    async def _serve(
+        self,
+        stream: trio.SocketStream,
+        client: SocketAddr,
+        orig: SocketAddr,
+        routing: Routing | None,
+    ) -> None:
         target = TargetAddrLabels(orig)
         prefix = b""
-        if orig.port not in self.opaque_ports:
+        opaque = orig.port in self.opaque_ports or (routing is not None and routing.opaque)
+        if not opaque:
             detected, prefix = await detect_protocol(stream, timeout=self.config.detect_timeout)
             if detected in (Detected.H2, Detected.HTTP1):
                 metrics = self.tcp.accept(TcpAcceptLabels.outbound(target))
@@ -134,9 +205,28 @@ class OutboundServer:
         metrics.add_read(len(prefix))
         conn = Accepted(stream, client, metrics, prefix)
         try:
-            await self._route(OutboundTarget(orig))(conn)
+            await self._tcp_backend(orig, routing)(conn)
         except ConnectError as exc:
             log.info("outbound connection from %s: %s", client, exc)
             self.errors.record(OutboundErrorKind.IO, target)
+        except (FailFast, BackendFailed) as exc:
+            log.info("outbound connection from %s to %s: %s", client, orig, exc)
+            self.errors.record(
+                OutboundErrorKind.FAILFAST
+                if isinstance(exc, FailFast)
+                else OutboundErrorKind.UNEXPECTED,
+                target,
+            )
         finally:
             metrics.close(conn.close_errno)
+
+    def _tcp_backend(self, orig: SocketAddr, routing: Routing | None) -> Service[Accepted, None]:
+        if routing is None:
+            return self._route(OutboundTarget(orig))
+        backend = pick(routing.default, self._rng)
+        if isinstance(backend, ForwardTo):
+            return self._route(OutboundTarget(backend.addr))
+        if isinstance(backend, BalanceTo) and self._balanced is not None:
+            return self._balanced(backend.name)
+        message = backend.message if isinstance(backend, FailWith) else f"cannot resolve {backend}"
+        return Failing(message)

@@ -45,9 +45,12 @@ def test_control_address_needs_a_name_unless_loopback() -> None:
 
 
 def test_unsupported_control_plane_is_refused_clearly() -> None:
+    # A non-loopback control plane needs mTLS, hence identity (not in this build).
     proc = _run(
         {
-            "LINKERD2_PROXY_DESTINATION_SVC_ADDR": "127.0.0.1:8086",
+            "LINKERD2_PROXY_DESTINATION_SVC_ADDR": "192.0.2.1:8086",
+            "LINKERD2_PROXY_DESTINATION_SVC_NAME": "linkerd-destination.linkerd.serviceaccount"
+            ".identity.linkerd.cluster.local",
             "LINKERD2_PROXY_ADMIN_LISTEN_ADDR": "127.0.0.1:0",
         }
     )

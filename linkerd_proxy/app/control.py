@@ -1,0 +1,94 @@
+"""Config -> the control-plane clients the stacks use (when a control plane is set).
+
+Discovery (``DESTINATION_SVC_ADDR``) and policy (``POLICY_SVC_ADDR``) run over the
+gRPC bridge. Until identity lands, their addresses must be loopback (plaintext, as
+the reference allows); anything else is refused at startup (see
+``app.run.check_supported``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import trio
+
+from linkerd_proxy.app.config import Config
+from linkerd_proxy.discovery.policy import policy_is_fatal
+from linkerd_proxy.grpc.bridge import Bridge, open_bridge
+from linkerd_proxy.grpc.client import ControlClient, StreamLimits
+from linkerd_proxy.grpc.dns import DnsResolver, DnsSettings
+from linkerd_proxy.outbound.control import OutboundControl
+from linkerd_proxy.outbound.discover import DiscoveryClients
+from linkerd_proxy.outbound.logical import Discoveries
+from linkerd_proxy.transport.backoff import ExponentialBackoff
+
+#: Reconnect backoff of control-plane streams (the reference's control backoff).
+CONTROL_BACKOFF = ExponentialBackoff(0.1, 10.0, 0.1)
+
+
+def needs_control_plane(config: Config) -> bool:
+    """True when discovery or policy is configured."""
+    return config.destination is not None or config.policy is not None
+
+
+@contextlib.asynccontextmanager
+async def open_control_bridge(config: Config) -> AsyncIterator[Bridge | None]:
+    """The gRPC bridge when a control plane is configured, else ``None``.
+
+    Open it *outside* the nursery whose tasks use it: every call must have
+    finished before the bridge closes.
+    """
+    if not needs_control_plane(config):
+        yield None
+        return
+    async with open_bridge() as bridge:
+        yield bridge
+
+
+def outbound_control(
+    config: Config, bridge: Bridge | None, background: trio.Nursery
+) -> OutboundControl | None:
+    """The outbound discovery state (``None``: standalone)."""
+    if bridge is None:
+        return None
+    cs = config.control_stream
+    limits = StreamLimits(initial=cs.initial_timeout, idle=cs.idle_timeout, lifetime=cs.lifetime)
+    resolver = DnsResolver(DnsSettings(min_ttl=config.dns.min_ttl, max_ttl=config.dns.max_ttl))
+    dst = policy = None
+    if config.destination is not None:
+        dst = ControlClient(
+            bridge,
+            config.destination.svc.addr,
+            resolver=resolver,
+            backoff=CONTROL_BACKOFF,
+            server_name=config.destination.svc.identity,
+            limits=limits,
+        )
+    if config.policy is not None:
+        policy = ControlClient(
+            bridge,
+            config.policy.svc.addr,
+            resolver=resolver,
+            backoff=CONTROL_BACKOFF,
+            server_name=config.policy.svc.identity,
+            limits=limits,
+            is_fatal=policy_is_fatal,
+        )
+    d = config.destination
+    clients = DiscoveryClients(
+        destination=dst,
+        policy=policy,
+        context_token=d.context if d is not None else "",
+        workload=config.policy.workload if config.policy is not None else "",
+        profile_suffixes=d.profile_suffixes if d is not None else frozenset(),
+        profile_networks=d.profile_networks if d is not None else frozenset(),
+        detect_timeout=config.outbound.detect_timeout,
+    )
+    discoveries = Discoveries(
+        clients,
+        idle=config.outbound.discovery_idle_timeout,
+        failfast=config.outbound.http_failfast_timeout,
+        background=background,
+    )
+    return OutboundControl(discoveries, dst, clients.context_token)

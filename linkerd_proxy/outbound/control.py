@@ -1,0 +1,23 @@
+"""What the outbound proxy needs from the control plane (when one is configured)."""
+
+from __future__ import annotations
+
+import attrs
+
+from linkerd_proxy.grpc.client import ControlClient
+from linkerd_proxy.outbound.logical import Discoveries
+
+
+@attrs.frozen
+class OutboundControl:
+    """The outbound proxy's discovery state.
+
+    Attributes:
+        discoveries: per original destination (profile + policy watches).
+        destination: the Destination service client (``None``: no ``Get``).
+        context_token: ``DESTINATION_CONTEXT``.
+    """
+
+    discoveries: Discoveries
+    destination: ControlClient | None
+    context_token: str = ""
