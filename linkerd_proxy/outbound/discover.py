@@ -19,7 +19,8 @@ import attrs
 import trio
 
 from linkerd_proxy.addrs import SocketAddr
-from linkerd_proxy.discovery.policy import OutboundPolicy, open_policy
+from linkerd_proxy.discovery.policy import open_policy
+from linkerd_proxy.discovery.policy_model import OutboundPolicy
 from linkerd_proxy.discovery.profiles import IpNetwork, Profile, open_profile, should_lookup_profile
 from linkerd_proxy.errors import DiscoveryRejected, FailFast, PolicyNotFound
 from linkerd_proxy.grpc.client import ControlClient

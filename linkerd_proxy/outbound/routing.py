@@ -22,7 +22,7 @@ import re
 import attrs
 
 from linkerd_proxy.addrs import NameAddr, SocketAddr
-from linkerd_proxy.discovery import policy as pol
+from linkerd_proxy.discovery import policy_model as pol
 from linkerd_proxy.discovery.endpoint import EndpointMeta
 from linkerd_proxy.discovery.profiles import Profile
 from linkerd_proxy.http.model import Request, header
