@@ -217,3 +217,40 @@ class PolicyNotFound(ProxyError):
 
 class BackendFailed(ProxyError):
     """A policy ``Fail`` backend: every request to it fails (502)."""
+
+
+class InvalidIdentityCertificate(ProxyError):
+    """A certificate from the identity service was refused (already expired, a chain
+    that does not verify to the trust anchors, the local identity missing from the
+    leaf's SANs, or a leaf that does not match the proxy's key); the current
+    certificate, if any, stays in use."""
+
+
+class PeerIdentityMismatch(ProxyError):
+    """A TLS peer proved an identity other than the expected one (or none at all).
+
+    ``expected`` is the identity asked for; ``actual`` the DNS/URI SANs of the
+    peer's leaf certificate.
+    """
+
+    def __init__(self, expected: str, actual: tuple[str, ...]) -> None:
+        shown = ", ".join(actual) if actual else "no identity"
+        super().__init__(f"peer identity {shown} does not match expected {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+class TransportHeaderError(ProxyError):
+    """A transport header (``transport.l5d.io/v1``) is malformed: too long, not valid
+    protobuf, a port outside 1..65535, or a name that is not a DNS name."""
+
+
+class IdentityFilesError(ProxyError):
+    """The identity directory or trust anchors are unusable: a missing directory or
+    file, an empty file, or contents that are not the expected format."""
+
+
+class CertificateVerifyError(ProxyError):
+    """A certificate chain does not prove an identity: it does not verify to the
+    trust anchors, is outside its validity period, or the leaf's DNS/URI SANs do
+    not include the identity."""
