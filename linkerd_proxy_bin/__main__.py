@@ -1,5 +1,9 @@
 """``linkerd-proxy``: read ``LINKERD2_PROXY_*``, run the proxy, exit.
 
+``linkerd-proxy identity`` instead writes the key and CSR into
+``LINKERD2_PROXY_IDENTITY_DIR`` if missing, then exits (the injector's
+``proxy-identity`` step).
+
 Exit codes: 0 after a shutdown (graceful or at the grace period, as the
 reference), 64 for invalid configuration (``Invalid configuration: VAR=value:
 why`` on stderr), 1 when initialisation fails (e.g. a port cannot be bound).
@@ -15,7 +19,7 @@ import sys
 import trio
 
 from linkerd_proxy.app.config import Config
-from linkerd_proxy.app.run import UnsupportedConfig, check_supported, run
+from linkerd_proxy.app.run import InitError, UnsupportedConfig, check_supported, run
 from linkerd_proxy.app.shutdown import Shutdown
 from linkerd_proxy.errors import ConfigError
 from linkerd_proxy.log import LogLevelHandle, setup_logging
@@ -52,6 +56,11 @@ async def _main(config: Config, env: dict[str, str], log_level: LogLevelHandle) 
 def main(argv: list[str] | None = None) -> None:
     """The console script's entry point."""
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "identity":
+        # The injector's proxy-identity step: prepare the key and CSR, then exit.
+        from linkerd_proxy.tls.identity_files import main as identity_main
+
+        sys.exit(identity_main(args[1:]))
     if args and args[0] in ("-h", "--help"):
         print(__doc__.strip())
         print("\nConfiguration: LINKERD2_PROXY_* environment variables (docs/configuration.md).")
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     try:
         trio.run(_main, config, env, log_level)
-    except* OSError as group:
+    except* (OSError, InitError) as group:
         for error in group.exceptions:
             log.error("failed to initialize the proxy: %s", error)
         sys.exit(1)

@@ -9,15 +9,20 @@ the reference allows); anything else is refused at startup (see
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 import trio
 
+from linkerd_proxy.admin.state import Readiness
 from linkerd_proxy.app.config import Config
 from linkerd_proxy.discovery.policy import policy_is_fatal
 from linkerd_proxy.grpc.bridge import Bridge, open_bridge
 from linkerd_proxy.grpc.client import ControlClient, StreamLimits
 from linkerd_proxy.grpc.dns import DnsResolver, DnsSettings
+from linkerd_proxy.identity.certify import CertifySettings, control_certifier, run_certify
+from linkerd_proxy.identity.metrics import IdentityMetrics
+from linkerd_proxy.identity.store import IdentityStore, certify_client_context
 from linkerd_proxy.outbound.control import OutboundControl
 from linkerd_proxy.outbound.discover import DiscoveryClients
 from linkerd_proxy.outbound.logical import Discoveries
@@ -28,8 +33,53 @@ CONTROL_BACKOFF = ExponentialBackoff(0.1, 10.0, 0.1)
 
 
 def needs_control_plane(config: Config) -> bool:
-    """True when discovery or policy is configured."""
-    return config.destination is not None or config.policy is not None
+    """True when identity, discovery or policy is configured."""
+    return (
+        config.identity is not None or config.destination is not None or config.policy is not None
+    )
+
+
+def _resolver(config: Config) -> DnsResolver:
+    return DnsResolver(DnsSettings(min_ttl=config.dns.min_ttl, max_ttl=config.dns.max_ttl))
+
+
+def start_identity(
+    config: Config,
+    bridge: Bridge,
+    store: IdentityStore,
+    csr_der: bytes,
+    *,
+    readiness: Readiness,
+    metrics: IdentityMetrics,
+    background: trio.Nursery,
+) -> None:
+    """Start the Certify loop in ``background`` (readiness is set by the first cert)."""
+    ident = config.identity
+    assert ident is not None
+    client = ControlClient(
+        bridge,
+        ident.svc.addr,
+        resolver=_resolver(config),
+        backoff=CONTROL_BACKOFF,
+        ssl_context=certify_client_context(ident.trust_anchors_pem),
+        server_name=ident.svc.identity,
+    )
+    settings = CertifySettings(
+        ident.token_file,
+        csr_der,
+        min_refresh=ident.min_refresh,
+        max_refresh=ident.max_refresh,
+    )
+    background.start_soon(
+        functools.partial(
+            run_certify,
+            control_certifier(client, timeout=10.0),
+            store,
+            settings,
+            readiness=readiness,
+            metrics=metrics,
+        )
+    )
 
 
 @contextlib.asynccontextmanager
@@ -47,14 +97,22 @@ async def open_control_bridge(config: Config) -> AsyncIterator[Bridge | None]:
 
 
 def outbound_control(
-    config: Config, bridge: Bridge | None, background: trio.Nursery
+    config: Config,
+    bridge: Bridge | None,
+    background: trio.Nursery,
+    identity: IdentityStore | None = None,
 ) -> OutboundControl | None:
-    """The outbound discovery state (``None``: standalone)."""
-    if bridge is None:
+    """The outbound discovery state (``None``: no discovery or policy configured).
+
+    With identity, the Destination and Policy clients use mTLS with the current
+    certificate (build this after the first certificate).
+    """
+    if bridge is None or (config.destination is None and config.policy is None):
         return None
+    ssl_context = identity.control_client_context() if identity is not None else None
     cs = config.control_stream
     limits = StreamLimits(initial=cs.initial_timeout, idle=cs.idle_timeout, lifetime=cs.lifetime)
-    resolver = DnsResolver(DnsSettings(min_ttl=config.dns.min_ttl, max_ttl=config.dns.max_ttl))
+    resolver = _resolver(config)
     dst = policy = None
     if config.destination is not None:
         dst = ControlClient(
@@ -62,6 +120,7 @@ def outbound_control(
             config.destination.svc.addr,
             resolver=resolver,
             backoff=CONTROL_BACKOFF,
+            ssl_context=None if config.destination.svc.is_loopback else ssl_context,
             server_name=config.destination.svc.identity,
             limits=limits,
         )
@@ -71,6 +130,7 @@ def outbound_control(
             config.policy.svc.addr,
             resolver=resolver,
             backoff=CONTROL_BACKOFF,
+            ssl_context=None if config.policy.svc.is_loopback else ssl_context,
             server_name=config.policy.svc.identity,
             limits=limits,
             is_fatal=policy_is_fatal,

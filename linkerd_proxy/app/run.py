@@ -39,9 +39,12 @@ from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.admin import AdminState, Readiness, serve_admin
 from linkerd_proxy.admin.state import LogLevelHandle
 from linkerd_proxy.app.config import Config
-from linkerd_proxy.app.control import open_control_bridge, outbound_control
+from linkerd_proxy.app.control import open_control_bridge, outbound_control, start_identity
 from linkerd_proxy.app.http_settings import h2_client_settings, server_params
 from linkerd_proxy.app.shutdown import Shutdown
+from linkerd_proxy.errors import IdentityFilesError
+from linkerd_proxy.identity.metrics import IdentityMetrics
+from linkerd_proxy.identity.store import IdentityStore
 from linkerd_proxy.inbound import InboundServer
 from linkerd_proxy.inbound.http import InboundHttp
 from linkerd_proxy.metrics import expose
@@ -57,6 +60,7 @@ from linkerd_proxy.metrics.registry import Registry
 from linkerd_proxy.metrics.tcp import TcpMetrics
 from linkerd_proxy.outbound import OutboundServer
 from linkerd_proxy.outbound.http import OutboundHttp
+from linkerd_proxy.tls.identity_files import load_identity_dir
 from linkerd_proxy.transport.listen import TcpListener, open_listener, serve_listener
 from linkerd_proxy.transport.orig_dst import OrigDstLookup, orig_dst_addr
 
@@ -65,6 +69,34 @@ log = logging.getLogger("linkerd_proxy.app")
 
 class UnsupportedConfig(Exception):
     """The configuration asks for something this build cannot do yet."""
+
+
+class InitError(Exception):
+    """The proxy could not start (identity files unreadable ...)."""
+
+
+#: How often the proxy says it is still waiting for its first certificate.
+CERTIFY_WARNING_INTERVAL = 15.0
+
+
+async def _wait_certified(readiness: Readiness, shutdown: Shutdown) -> bool:
+    """Wait for the first certificate, warning every 15 s; False if shut down first."""
+    while True:
+        with trio.move_on_after(CERTIFY_WARNING_INTERVAL):
+            async with trio.open_nursery() as nursery:
+
+                async def stop_on_shutdown() -> None:
+                    await shutdown.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop_on_shutdown)
+                await readiness.wait()
+                nursery.cancel_scope.cancel()
+        if readiness.is_ready():
+            return True
+        if shutdown.is_triggered:
+            return False
+        log.warning("Waiting for identity to be initialized...")
 
 
 @attrs.frozen
@@ -116,22 +148,23 @@ def check_supported(config: Config) -> None:
     Raises:
         UnsupportedConfig: naming the variable that asks for the missing feature.
     """
-    if config.identity is not None or config.spire_identity is not None:
+    if config.spire_identity is not None:
         raise UnsupportedConfig(
-            "identity (LINKERD2_PROXY_IDENTITY_*) is not supported by this build yet; "
-            "unset it to run standalone"
+            "SPIRE identity (LINKERD2_PROXY_IDENTITY_SPIRE_WORKLOAD_API_ADDRESS) is not "
+            "supported by this build yet"
         )
-    # Control-plane TLS needs identity: until then only loopback (plaintext, as
+    # Control-plane TLS needs identity: without it only loopback (plaintext, as
     # the reference allows) control-plane addresses work.
-    for var, svc in (
-        ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", config.destination),
-        ("LINKERD2_PROXY_POLICY_SVC_ADDR", config.policy),
-    ):
-        if svc is not None and not svc.svc.is_loopback:
-            raise UnsupportedConfig(
-                f"{var}={svc.svc.addr}: a non-loopback control plane needs mTLS, which needs "
-                "identity, not supported by this build yet; use a loopback address"
-            )
+    if config.identity is None:
+        for var, svc in (
+            ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", config.destination),
+            ("LINKERD2_PROXY_POLICY_SVC_ADDR", config.policy),
+        ):
+            if svc is not None and not svc.svc.is_loopback:
+                raise UnsupportedConfig(
+                    f"{var}={svc.svc.addr}: a non-loopback control plane needs mTLS, which "
+                    "needs identity (LINKERD2_PROXY_IDENTITY_*); use a loopback address"
+                )
 
 
 async def run(
@@ -166,6 +199,17 @@ async def run(
     metrics = metrics or ProxyMetrics.new(config.metrics_retain_idle)
     if config.tap_svc_name is not None:
         log.warning("tap is disabled: it needs identity (LINKERD2_PROXY_TAP_SVC_NAME is ignored)")
+
+    identity: IdentityStore | None = None
+    csr_der = b""
+    if config.identity is not None:
+        try:
+            key, csr_der = load_identity_dir(config.identity.dir)
+            identity = IdentityStore(
+                config.identity.local_name, config.identity.trust_anchors_pem, key
+            )
+        except (IdentityFilesError, ValueError) as exc:
+            raise InitError(f"identity: {exc}") from exc
 
     listeners: list[TcpListener] = []
     try:
@@ -213,7 +257,21 @@ async def run(
 
     async with open_control_bridge(config) as bridge, trio.open_nursery() as background:
         await background.start(serve_admin, admin_l, state)
-        control = outbound_control(config, bridge, background)
+        if identity is not None:
+            assert bridge is not None
+            start_identity(
+                config,
+                bridge,
+                identity,
+                csr_der,
+                readiness=readiness,
+                metrics=IdentityMetrics(metrics.registry),
+                background=background,
+            )
+            if not await _wait_certified(readiness, shutdown):
+                background.cancel_scope.cancel()
+                return
+        control = outbound_control(config, bridge, background, identity)
         h2_client = h2_client_settings(config.h2.client)
         inbound = InboundServer(
             config.inbound,
@@ -231,6 +289,7 @@ async def run(
             orig_dst=orig_dst,
             listen_addr=bound.inbound,
             background=background,
+            identity=identity,
         )
         outbound = OutboundServer(
             config.outbound,
@@ -258,7 +317,8 @@ async def run(
                 await accepting.start(serve, inbound_l, inbound)
                 for listener in outbound_ls:
                     await accepting.start(serve, listener, outbound)
-                readiness.set_ready()
+                if identity is None:
+                    readiness.set_ready()  # standalone: ready at once
                 log.info(
                     "proxy ready: admin=%s inbound=%s outbound=%s",
                     bound.admin,

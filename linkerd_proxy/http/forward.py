@@ -41,6 +41,8 @@ class ForwardTarget:
 
     addr: SocketAddr
     authority: str | None
+    #: The inbound connection's TLS label set (part of the metrics labels).
+    tls: object = None
 
 
 @attrs.frozen
@@ -58,12 +60,12 @@ def forward_target(req: Request) -> ForwardTarget:
         RuntimeError: the request carries no connection info (a wiring bug).
     """
     override = get_ext(req.extensions, ForwardAddr)
-    if override is not None:
-        return ForwardTarget(override.addr, req.authority)
     conn = get_ext(req.extensions, ConnInfo)
+    if override is not None:
+        return ForwardTarget(override.addr, req.authority, conn.tls if conn else None)
     if conn is None:
         raise RuntimeError("request without connection info")
-    return ForwardTarget(conn.orig_dst, req.authority)
+    return ForwardTarget(conn.orig_dst, req.authority, conn.tls)
 
 
 @attrs.frozen

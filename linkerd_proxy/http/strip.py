@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from linkerd_proxy.http.model import Request, Response, remove_header
+from linkerd_proxy.http.model import Request, Response, remove_header, set_header
 from linkerd_proxy.stack import Service
 
 
@@ -22,4 +22,17 @@ class StripRequestHeaders:
     async def __call__(self, req: Request, /) -> Response:
         for name in self.names:
             remove_header(req.headers, name)
+        return await self.inner(req)
+
+
+@attrs.frozen
+class SetRequestHeader:
+    """``Service[Request, Response]``: set ``name: value`` on every request."""
+
+    inner: Service[Request, Response]
+    name: bytes
+    value: bytes
+
+    async def __call__(self, req: Request, /) -> Response:
+        set_header(req.headers, self.name, self.value)
         return await self.inner(req)

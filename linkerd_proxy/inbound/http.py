@@ -25,10 +25,16 @@ from linkerd_proxy.http.h2.settings import H2ClientSettings
 from linkerd_proxy.http.model import Request, Response
 from linkerd_proxy.http.normalize import NormalizeUri
 from linkerd_proxy.http.orig_proto import Downgrade
-from linkerd_proxy.http.strip import StripRequestHeaders
+from linkerd_proxy.http.strip import SetRequestHeader, StripRequestHeaders
 from linkerd_proxy.metrics.errors import InboundHttpErrorMetrics
 from linkerd_proxy.metrics.http import HttpMetrics, InboundHttpLabels
-from linkerd_proxy.metrics.labels import ServerLabels, TargetAddrLabels
+from linkerd_proxy.metrics.labels import (
+    NoServerTls,
+    ServerLabels,
+    ServerTlsEstablished,
+    ServerTlsPassthru,
+    TargetAddrLabels,
+)
 from linkerd_proxy.metrics.tcp import InboundConnectLabels, TcpMetrics
 from linkerd_proxy.stack import Service
 from linkerd_proxy.tcp import ConnMetrics, dialer
@@ -85,8 +91,13 @@ class InboundHttp:
 
         def labels(target: ForwardTarget) -> InboundHttpLabels:
             authority = target.authority if config.unsafe_authority_labels else None
+            tls = target.tls if target.tls is not None else NoServerTls.NO_CLIENT_HELLO
+            assert isinstance(tls, ServerTlsEstablished | ServerTlsPassthru | NoServerTls)
             return InboundHttpLabels.default_policy(
-                TargetAddrLabels(target.addr), policy=config.default_policy, authority=authority
+                TargetAddrLabels(target.addr),
+                tls,
+                policy=config.default_policy,
+                authority=authority,
             )
 
         self._shared = new_forward_service(
@@ -97,8 +108,13 @@ class InboundHttp:
             background=background,
         )
 
-    def server_service(self, orig_dst: SocketAddr) -> HttpService:
-        """The service for one connection to ``orig_dst``."""
+    def server_service(self, orig_dst: SocketAddr, client_id: str | None = None) -> HttpService:
+        """The service for one connection to ``orig_dst``.
+
+        ``client_id`` is the client's mTLS identity: it becomes the
+        ``l5d-client-id`` request header (spoofed values are always stripped), and
+        only identified clients get ``l5d-proxy-error`` on synthetic responses.
+        """
         target = TargetAddrLabels(orig_dst)
         srv = ServerLabels.default_policy(self.config.default_policy, orig_dst.port)
         errors = self.errors
@@ -106,9 +122,11 @@ class InboundHttp:
         def on_error(exc: BaseException) -> None:
             errors.record(inbound_error_kind(exc), target, srv)
 
-        inner = NormalizeUri(self._shared, default=str(orig_dst))
+        inner: HttpService = NormalizeUri(self._shared, default=str(orig_dst))
+        if client_id is not None:
+            inner = SetRequestHeader(inner, b"l5d-client-id", client_id.encode())
         return RespondErrors(
             Downgrade(StripRequestHeaders(inner, (b"l5d-client-id",))),
-            emit_headers=False,
+            emit_headers=client_id is not None,
             on_error=on_error,
         )

@@ -29,14 +29,24 @@ from linkerd_proxy.app.config import InboundConfig
 from linkerd_proxy.errors import ConnectError, ConnectTimeout, ForbiddenOrigDst, OrigDstError
 from linkerd_proxy.http.detect import Detected
 from linkerd_proxy.http.serve import HttpServerParams, serve_http
+from linkerd_proxy.identity.store import IdentityStore
 from linkerd_proxy.inbound.http import InboundHttp
 from linkerd_proxy.metrics.errors import InboundErrorKind, TcpErrorMetrics
-from linkerd_proxy.metrics.labels import NoServerTls, ServerLabels, TargetAddrLabels
+from linkerd_proxy.metrics.labels import (
+    NoServerTls,
+    ServerLabels,
+    ServerTlsEstablished,
+    ServerTlsLabels,
+    ServerTlsPassthru,
+    TargetAddrLabels,
+)
 from linkerd_proxy.metrics.tcp import InboundConnectLabels, TcpAcceptLabels, TcpMetrics
 from linkerd_proxy.stack import stack
 from linkerd_proxy.tcp import Accepted, ConnInfo, Forward, MeteredStream, dialer
+from linkerd_proxy.tls.server import Kind, TlsDetectTimeout, detect_tls, terminate
 from linkerd_proxy.transport.detect_io import detect_protocol
 from linkerd_proxy.transport.orig_dst import OrigDstLookup, peer_addr
+from linkerd_proxy.transport.prefixed import PrefixedStream
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +88,10 @@ class InboundServer:
         orig_dst: OrigDstLookup,
         listen_addr: SocketAddr,
         background: trio.Nursery,
+        identity: IdentityStore | None = None,
     ) -> None:
         self.config = config
+        self.identity = identity
         self.tcp = tcp
         self.errors = errors
         self.http = http
@@ -119,33 +131,99 @@ class InboundServer:
         if orig.port in self.config.ports_disable_protocol_detection:
             await self._forward_tcp(stream, client, orig, b"", NoServerTls.PORT_SKIPPED)
             return
-        detected, prefix = await detect_protocol(stream, timeout=self.config.detect_timeout)
+        buffered = b""
+        if self.identity is not None:
+            await self._serve_tls_detected(stream, client, orig)
+            return
+        await self._serve_plaintext(stream, client, orig, buffered)
+
+    async def _serve_tls_detected(
+        self, stream: trio.SocketStream, client: SocketAddr, orig: SocketAddr
+    ) -> None:
+        assert self.identity is not None
+        target = TargetAddrLabels(orig)
+        timeout = self.config.detect_timeout
+        try:
+            found = await detect_tls(stream, self.identity.local_name, timeout=timeout)
+        except TlsDetectTimeout as exc:
+            log.info("inbound connection from %s: %s", client, exc)
+            self.errors.record(InboundErrorKind.TLS_DETECT_TIMEOUT, target)
+            return
+        if found.kind is Kind.PLAINTEXT:
+            await self._serve_plaintext(stream, client, orig, found.buffered)
+            return
+        if found.kind is Kind.PASSTHROUGH:
+            sni = found.hello.sni if found.hello is not None else None
+            await self._forward_tcp(
+                stream, client, orig, found.buffered, ServerTlsPassthru(sni or "")
+            )
+            return
+        if not self.identity.is_certified():
+            log.info("inbound TLS from %s refused: no certificate yet", client)
+            return
+        try:
+            tls_stream, client_id = await terminate(
+                stream, found.buffered, self.identity.server_context(), timeout=timeout
+            )
+        except (trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
+            log.info("inbound TLS handshake from %s failed: %r", client, exc)
+            self.errors.record(
+                InboundErrorKind.TLS_DETECT_TIMEOUT
+                if isinstance(exc, trio.TooSlowError)
+                else InboundErrorKind.IO,
+                target,
+            )
+            return
+        tls = ServerTlsEstablished(client_id)
+        detected, prefix = await detect_protocol(tls_stream, timeout=timeout)
+        if detected not in (Detected.H2, Detected.HTTP1):
+            await self._forward_tcp(tls_stream, client, orig, prefix, tls)
+            return
+        await self._serve_http(tls_stream, detected, prefix, client, orig, tls, client_id)
+
+    async def _serve_plaintext(
+        self, stream: trio.SocketStream, client: SocketAddr, orig: SocketAddr, buffered: bytes
+    ) -> None:
+        source: trio.abc.Stream = PrefixedStream(stream, buffered) if buffered else stream
+        detected, prefix = await detect_protocol(source, timeout=self.config.detect_timeout)
         tls = NoServerTls.NO_CLIENT_HELLO
         if detected not in (Detected.H2, Detected.HTTP1):
             await self._forward_tcp(stream, client, orig, prefix, tls)
             return
+        await self._serve_http(stream, detected, prefix, client, orig, tls, None)
+
+    async def _serve_http(
+        self,
+        stream: trio.abc.Stream,
+        detected: Detected,
+        prefix: bytes,
+        client: SocketAddr,
+        orig: SocketAddr,
+        tls: ServerTlsLabels,
+        client_id: str | None,
+    ) -> None:
         srv = ServerLabels.default_policy(self.config.default_policy, orig.port)
-        metrics = self.tcp.accept(TcpAcceptLabels.inbound(target, srv, tls))
+        metrics = self.tcp.accept(TcpAcceptLabels.inbound(TargetAddrLabels(orig), srv, tls))
         metrics.add_read(len(prefix))
         try:
             await serve_http(
                 detected,
                 MeteredStream(stream, metrics),
                 prefix,
-                self.http.server_service(orig),
+                self.http.server_service(orig, client_id),
                 self.http_params,
-                extensions={ConnInfo: ConnInfo(client, orig)},
+                extensions={ConnInfo: ConnInfo(client, orig, tls, client_id)},
             )
         finally:
             metrics.close()  # idempotent: the metered stream closed it already
 
     async def _forward_tcp(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         client: SocketAddr,
         orig: SocketAddr,
         prefix: bytes,
-        tls: NoServerTls,
+        tls: ServerTlsLabels,
     ) -> None:
         target = TargetAddrLabels(orig)
         srv = ServerLabels.default_policy(self.config.default_policy, orig.port)

@@ -75,3 +75,7 @@ class ConnInfo:
 
     client: SocketAddr
     orig_dst: SocketAddr
+    #: The server-side TLS label set of the connection (inbound), if known.
+    tls: object = None
+    #: The client's mTLS identity (inbound, terminated TLS), if any.
+    client_id: str | None = None
