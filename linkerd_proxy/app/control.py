@@ -61,7 +61,11 @@ def start_identity(
         ident.svc.addr,
         resolver=_resolver(config),
         backoff=CONTROL_BACKOFF,
-        ssl_context=certify_client_context(ident.trust_anchors_pem),
+        # A loopback identity service without a name is plaintext, as the
+        # reference allows; otherwise TLS verified as IDENTITY_SVC_NAME.
+        ssl_context=certify_client_context(ident.trust_anchors_pem)
+        if ident.svc.identity
+        else None,
         server_name=ident.svc.identity,
     )
     settings = CertifySettings(
@@ -120,7 +124,7 @@ def outbound_control(
             config.destination.svc.addr,
             resolver=resolver,
             backoff=CONTROL_BACKOFF,
-            ssl_context=None if config.destination.svc.is_loopback else ssl_context,
+            ssl_context=ssl_context if config.destination.svc.identity else None,
             server_name=config.destination.svc.identity,
             limits=limits,
         )
@@ -130,7 +134,7 @@ def outbound_control(
             config.policy.svc.addr,
             resolver=resolver,
             backoff=CONTROL_BACKOFF,
-            ssl_context=None if config.policy.svc.is_loopback else ssl_context,
+            ssl_context=ssl_context if config.policy.svc.identity else None,
             server_name=config.policy.svc.identity,
             limits=limits,
             is_fatal=policy_is_fatal,
@@ -151,4 +155,4 @@ def outbound_control(
         failfast=config.outbound.http_failfast_timeout,
         background=background,
     )
-    return OutboundControl(discoveries, dst, clients.context_token)
+    return OutboundControl(discoveries, dst, clients.context_token, identity)

@@ -26,10 +26,16 @@ import trio
 
 from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.app.config import InboundConfig
-from linkerd_proxy.errors import ConnectError, ConnectTimeout, ForbiddenOrigDst, OrigDstError
+from linkerd_proxy.errors import (
+    ConnectError,
+    ConnectTimeout,
+    ForbiddenOrigDst,
+    OrigDstError,
+    TransportHeaderError,
+)
 from linkerd_proxy.http.detect import Detected
 from linkerd_proxy.http.serve import HttpServerParams, serve_http
-from linkerd_proxy.identity.store import IdentityStore
+from linkerd_proxy.identity.store import TRANSPORT_ALPN, IdentityStore
 from linkerd_proxy.inbound.http import InboundHttp
 from linkerd_proxy.metrics.errors import InboundErrorKind, TcpErrorMetrics
 from linkerd_proxy.metrics.labels import (
@@ -43,8 +49,11 @@ from linkerd_proxy.metrics.labels import (
 from linkerd_proxy.metrics.tcp import InboundConnectLabels, TcpAcceptLabels, TcpMetrics
 from linkerd_proxy.stack import stack
 from linkerd_proxy.tcp import Accepted, ConnInfo, Forward, MeteredStream, dialer
+from linkerd_proxy.tls.client import negotiated_alpn
 from linkerd_proxy.tls.server import Kind, TlsDetectTimeout, detect_tls, terminate
 from linkerd_proxy.transport.detect_io import detect_protocol
+from linkerd_proxy.transport.header import SessionProtocol
+from linkerd_proxy.transport.header_io import read_transport_header
 from linkerd_proxy.transport.orig_dst import OrigDstLookup, peer_addr
 from linkerd_proxy.transport.prefixed import PrefixedStream
 
@@ -128,6 +137,9 @@ class InboundServer:
             self.errors.record(InboundErrorKind.UNEXPECTED, target)
             return
 
+        if orig.port == self.listen_addr.port:
+            await self._serve_direct(stream, client, orig)
+            return
         if orig.port in self.config.ports_disable_protocol_detection:
             await self._forward_tcp(stream, client, orig, b"", NoServerTls.PORT_SKIPPED)
             return
@@ -180,6 +192,52 @@ class InboundServer:
             await self._forward_tcp(tls_stream, client, orig, prefix, tls)
             return
         await self._serve_http(tls_stream, detected, prefix, client, orig, tls, client_id)
+
+    async def _serve_direct(
+        self, stream: trio.SocketStream, client: SocketAddr, orig: SocketAddr
+    ) -> None:
+        """A connection to the inbound port itself: mTLS plus the transport header.
+
+        SPEC.md section 5: the client must present an identity and negotiate ALPN
+        ``transport.l5d.io/v1``; the header (read within the detect timeout, at
+        most 64 KiB) names the application port and, for HTTP, the session
+        protocol, which is served without detection.
+        """
+        assert self.identity is not None
+        target = TargetAddrLabels(orig)
+        timeout = self.config.detect_timeout
+        refused = "direct connections must be mutually authenticated"
+        try:
+            found = await detect_tls(stream, self.identity.local_name, timeout=timeout)
+            if found.kind is not Kind.TERMINATE or not self.identity.is_certified():
+                raise DirectConnectionRefused(refused)
+            tls_stream, client_id = await terminate(
+                stream, found.buffered, self.identity.server_context(), timeout=timeout
+            )
+            if client_id is None or negotiated_alpn(tls_stream) != TRANSPORT_ALPN:
+                await trio.aclose_forcefully(tls_stream)
+                raise DirectConnectionRefused(refused)
+            header, rest = await read_transport_header(tls_stream, timeout=timeout)
+        except (TlsDetectTimeout, trio.TooSlowError) as exc:
+            log.info("direct connection from %s: %s", client, exc)
+            self.errors.record(InboundErrorKind.TLS_DETECT_TIMEOUT, target)
+            return
+        except (ForbiddenOrigDst, TransportHeaderError, trio.BrokenResourceError, OSError) as exc:
+            log.info("direct connection from %s refused: %s", client, exc)
+            self.errors.record(InboundErrorKind.UNEXPECTED, target)
+            return
+        if header.name is not None:
+            log.info("direct connection from %s: gateway mode is not supported", client)
+            self.errors.record(InboundErrorKind.UNEXPECTED, target)
+            await trio.aclose_forcefully(tls_stream)
+            return
+        app = SocketAddr(orig.ip, header.port)
+        tls = ServerTlsEstablished(client_id)
+        if header.protocol is None:
+            await self._forward_tcp(tls_stream, client, app, rest, tls)
+            return
+        detected = Detected.H2 if header.protocol is SessionProtocol.HTTP2 else Detected.HTTP1
+        await self._serve_http(tls_stream, detected, rest, client, app, tls, client_id)
 
     async def _serve_plaintext(
         self, stream: trio.SocketStream, client: SocketAddr, orig: SocketAddr, buffered: bytes
@@ -245,5 +303,5 @@ class InboundServer:
         ips = self.config.ips
         if ips and orig.ip not in ips:
             raise ForbiddenOrigDst(f"original destination {orig.ip} is not one of INBOUND_IPS")
-        if orig.port == self.listen_addr.port:
+        if orig.port == self.listen_addr.port and self.identity is None:
             raise DirectConnectionRefused("direct connections must be mutually authenticated")

@@ -27,7 +27,7 @@ from linkerd_proxy.balance.pool import serve_updates
 from linkerd_proxy.discovery.destination import open_resolution
 from linkerd_proxy.discovery.endpoint import EndpointMeta
 from linkerd_proxy.discovery.updates import DoesNotExist
-from linkerd_proxy.errors import BackendFailed, DiscoveryRejected
+from linkerd_proxy.errors import BackendFailed, DiscoveryRejected, FailFast
 from linkerd_proxy.grpc.client import ControlClient
 from linkerd_proxy.http.loadshed import Queue
 from linkerd_proxy.stack import NewService, Service
@@ -71,13 +71,34 @@ class Balanced(Generic[Req, Rsp]):
         self._balancer = balancer
         self._queue: Queue[Req, Rsp] = Queue(balancer, queue_capacity, failfast_timeout)  # type: ignore[arg-type]
         self._background = background
+        self._failfast = failfast_timeout
         self._scope: trio.CancelScope | None = None
 
     async def __call__(self, req: Req, /) -> Rsp:
+        """Send ``req`` through the queue to the balancer.
+
+        When every endpoint failed to connect, the request (which reached none of
+        them) waits, within the fail-fast timeout, for an endpoint to become ready
+        again, as it waits for an unready endpoint in the reference (linkerd2#2550):
+        so an endpoint added meanwhile serves it, and otherwise it fails fast.
+
+        Raises:
+            FailFast: no endpoint became ready within the fail-fast timeout.
+        """
         if self._scope is None:
             self._scope = trio.CancelScope()
             self._background.start_soon(self._resolve, self._scope)
-        return await self._queue(req)
+        deadline = trio.current_time() + self._failfast
+        while True:
+            try:
+                return await self._queue(req)
+            except Exception as exc:
+                if not self._pool.is_connect_failure(exc) or self._pool.is_ready():
+                    raise
+                with trio.move_on_at(deadline):
+                    await self._pool.ready()
+                if not self._pool.is_ready():
+                    raise FailFast() from exc
 
     async def _resolve(self, scope: trio.CancelScope) -> None:
         with scope:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from linkerd_proxy.grpc.client import ControlClient
+from linkerd_proxy.identity.store import IdentityStore
 from linkerd_proxy.outbound.logical import Discoveries
 
 
@@ -16,8 +17,11 @@ class OutboundControl:
         discoveries: per original destination (profile + policy watches).
         destination: the Destination service client (``None``: no ``Get``).
         context_token: ``DESTINATION_CONTEXT``.
+        identity: this proxy's identity (mTLS to meshed endpoints), if any.
     """
 
     discoveries: Discoveries
     destination: ControlClient | None
     context_token: str = ""
+    #: This proxy's identity: endpoints with an identity get mTLS.
+    identity: IdentityStore | None = None

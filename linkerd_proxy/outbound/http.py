@@ -32,16 +32,19 @@ from linkerd_proxy.http.metrics_layer import HttpMetricsService
 from linkerd_proxy.http.model import Request, Response
 from linkerd_proxy.http.normalize import NormalizeUri
 from linkerd_proxy.http.orig_proto import Upgrade
+from linkerd_proxy.identity.store import IdentityStore
 from linkerd_proxy.metrics.errors import OutboundHttpErrorMetrics
 from linkerd_proxy.metrics.http import HttpMetrics, OutboundHttpLabels
 from linkerd_proxy.metrics.labels import DstLabels, TargetAddrLabels
 from linkerd_proxy.metrics.tcp import OutboundConnectLabels, TcpMetrics
 from linkerd_proxy.outbound.concrete import Failing, new_balanced_http
 from linkerd_proxy.outbound.control import OutboundControl
+from linkerd_proxy.outbound.endpoint_connect import EndpointConnector
 from linkerd_proxy.outbound.logical import LogicalHttp
 from linkerd_proxy.stack import Service, stack
 from linkerd_proxy.tcp import ConnMetrics, MeteredStream, dialer
 from linkerd_proxy.transport.backoff import ExponentialBackoff
+from linkerd_proxy.transport.header import SessionProtocol
 
 HttpService = Service[Request, Response]
 
@@ -107,7 +110,7 @@ class OutboundHttp:
                     new_balanced_http(
                         control.destination,
                         control.context_token,
-                        _endpoint_for(config, params, metrics, tcp, background),
+                        _endpoint_for(config, params, metrics, tcp, background, control.identity),
                         ewma=EwmaConfig(),
                         queue_capacity=config.http_queue_capacity,
                         failfast_timeout=config.http_failfast_timeout,
@@ -160,6 +163,7 @@ def _endpoint_for(
     metrics: HttpMetrics,
     tcp: TcpMetrics,
     background: trio.Nursery,
+    identity: IdentityStore | None,
 ) -> Callable[[NameAddr], Callable[[Endpoint[EndpointMeta]], HttpService]]:
     """For a logical name: endpoint -> its HTTP client with metrics (and orig-proto)."""
 
@@ -167,10 +171,22 @@ def _endpoint_for(
         def new(ep: Endpoint[EndpointMeta]) -> HttpService:
             target = TargetAddrLabels(ep.addr)
             dst = DstLabels.of(ep.meta.label_dict())
-            conn_labels = OutboundConnectLabels(target, authority=str(name), dst=dst)
+            connector = EndpointConnector(
+                ep.addr,
+                ep.meta,
+                params.dial,
+                identity,
+                handshake_timeout=config.connect.timeout,
+                session=SessionProtocol.HTTP2
+                if ep.meta.protocol_hint is ProtocolHint.HTTP2
+                else SessionProtocol.HTTP1,
+            )
+            conn_labels = OutboundConnectLabels(
+                target, connector.tls_labels, authority=str(name), dst=dst
+            )
 
             async def connect() -> trio.abc.Stream:
-                stream = await params.dial(ep.addr)
+                stream = await connector()
                 return MeteredStream(stream, tcp.connect(conn_labels))
 
             client = HttpEndpoint(
@@ -181,7 +197,7 @@ def _endpoint_for(
                 h2=params.h2,
                 background=background,
             )
-            labels = OutboundHttpLabels(target, authority=str(name), dst=dst)
+            labels = OutboundHttpLabels(target, connector.tls_labels, authority=str(name), dst=dst)
             svc: HttpService = HttpMetricsService(client, metrics.target(labels))
             # A meshed HTTP/2-capable endpoint gets HTTP/1 requests over HTTP/2
             # (orig-proto).

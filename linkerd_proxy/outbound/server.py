@@ -44,6 +44,7 @@ from linkerd_proxy.metrics.labels import DstLabels, TargetAddrLabels
 from linkerd_proxy.metrics.tcp import OutboundConnectLabels, TcpAcceptLabels, TcpMetrics
 from linkerd_proxy.outbound.concrete import Failing, new_balanced_tcp
 from linkerd_proxy.outbound.control import OutboundControl
+from linkerd_proxy.outbound.endpoint_connect import EndpointConnector
 from linkerd_proxy.outbound.http import OutboundHttp
 from linkerd_proxy.outbound.logical import pick
 from linkerd_proxy.outbound.routing import BalanceTo, FailWith, ForwardTo, Routing
@@ -114,15 +115,24 @@ class OutboundServer:
         self._stack = stack(new_forward).push_idle_cached(config.discovery_idle_timeout, background)
         self._balanced: Callable[[NameAddr], Service[Accepted, None]] | None = None
         if control is not None and control.destination is not None:
+            identity = control.identity
 
             def endpoint_for(name: NameAddr) -> Callable[[Endpoint[EndpointMeta]], Forward]:
                 def new(ep: Endpoint[EndpointMeta]) -> Forward:
+                    connector = EndpointConnector(
+                        ep.addr, ep.meta, dial, identity, handshake_timeout=c.timeout
+                    )
                     labels = OutboundConnectLabels(
                         TargetAddrLabels(ep.addr),
+                        connector.tls_labels,
                         authority=str(name),
                         dst=DstLabels.of(ep.meta.label_dict()),
                     )
-                    return Forward(ep.addr, dial, lambda: tcp.connect(labels))
+
+                    async def connect(_addr: SocketAddr) -> trio.abc.Stream:
+                        return await connector()
+
+                    return Forward(ep.addr, connect, lambda: tcp.connect(labels))
 
                 return new
 

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: Opens a connection to an address (``transport.connect`` with options bound).
 Connect = Callable[[SocketAddr], Awaitable[trio.SocketStream]]
+#: Opens a connection to a fixed endpoint (TLS and headers included when meshed).
+StreamConnect = Callable[[], Awaitable[trio.abc.Stream]]
 
 
 def dialer(
@@ -51,7 +53,7 @@ class Forward:
     """
 
     addr: SocketAddr
-    connect: Connect
+    connect: Callable[[SocketAddr], Awaitable[trio.abc.Stream]]
     new_metrics: Callable[[], ConnMetrics]
 
     async def __call__(self, conn: Accepted, /) -> None:

@@ -9,6 +9,7 @@ endpoint's identity must be among the leaf's SANs. When ALPN
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import trio
 
@@ -37,7 +38,7 @@ async def connect_tls(
     return tls
 
 
-def negotiated_alpn(tls: trio.SSLStream[trio.abc.Stream]) -> str | None:
+def negotiated_alpn(tls: trio.SSLStream[Any]) -> str | None:
     """The ALPN protocol the handshake settled on, if any."""
     alpn: str | None = tls.selected_alpn_protocol()
     return alpn
