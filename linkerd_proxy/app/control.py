@@ -63,9 +63,7 @@ def start_identity(
         backoff=CONTROL_BACKOFF,
         # A loopback identity service without a name is plaintext, as the
         # reference allows; otherwise TLS verified as IDENTITY_SVC_NAME.
-        ssl_context=certify_client_context(ident.trust_anchors_pem)
-        if ident.svc.identity
-        else None,
+        ssl_context=certify_client_context(ident.trust_anchors_pem) if ident.svc.identity else None,
         server_name=ident.svc.identity,
     )
     settings = CertifySettings(
