@@ -254,3 +254,7 @@ class CertificateVerifyError(ProxyError):
     """A certificate chain does not prove an identity: it does not verify to the
     trust anchors, is outside its validity period, or the leaf's DNS/URI SANs do
     not include the identity."""
+
+
+class Unauthorized(ProxyError):
+    """The inbound policy does not authorize the client (HTTP 403, TCP closed)."""

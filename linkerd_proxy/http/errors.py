@@ -59,6 +59,7 @@ from ..errors import (
     LoopDetected,
     NoRoute,
     ResponseTimeout,
+    Unauthorized,
 )
 from ..stack import Service
 from .body import Body, BodyError, EmptyBody, StreamReset
@@ -227,6 +228,8 @@ def rescue(error: BaseException) -> SyntheticResponse | None:
         return SyntheticResponse.gateway_timeout(msg)
     if caused_by(IdentityRequired, DowngradedH2Error, BackendFailed):
         return SyntheticResponse.bad_gateway(msg)
+    if caused_by(Unauthorized):
+        return SyntheticResponse.permission_denied(msg)
     if caused_by(NoRoute):
         return SyntheticResponse.not_found(msg)
     if caused_by(LoopDetected):

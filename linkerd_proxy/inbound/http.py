@@ -19,6 +19,7 @@ import trio
 
 from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.app.config import InboundConfig
+from linkerd_proxy.errors import Unauthorized
 from linkerd_proxy.http.errors import RespondErrors, inbound_error_kind
 from linkerd_proxy.http.forward import ForwardParams, ForwardTarget, new_forward_service
 from linkerd_proxy.http.h2.settings import H2ClientSettings
@@ -130,3 +131,20 @@ class InboundHttp:
             emit_headers=client_id is not None,
             on_error=on_error,
         )
+
+    def denied_service(self, orig_dst: SocketAddr, client_id: str | None) -> HttpService:
+        """The service for a connection the default policy does not authorize: 403s."""
+        policy = self.config.default_policy
+
+        async def deny(req: Request, /) -> Response:
+            await trio.lowlevel.checkpoint()
+            raise Unauthorized(f"unauthorized request on the {policy} server")
+
+        target = TargetAddrLabels(orig_dst)
+        srv = ServerLabels.default_policy(policy, orig_dst.port)
+        errors = self.errors
+
+        def on_error(exc: BaseException) -> None:
+            errors.record(inbound_error_kind(exc), target, srv)
+
+        return RespondErrors(deny, emit_headers=client_id is not None, on_error=on_error)

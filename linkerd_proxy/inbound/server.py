@@ -36,6 +36,7 @@ from linkerd_proxy.errors import (
 from linkerd_proxy.http.detect import Detected
 from linkerd_proxy.http.serve import HttpServerParams, serve_http
 from linkerd_proxy.identity.store import TRANSPORT_ALPN, IdentityStore
+from linkerd_proxy.inbound.authz import authorized
 from linkerd_proxy.inbound.http import InboundHttp
 from linkerd_proxy.metrics.errors import InboundErrorKind, TcpErrorMetrics
 from linkerd_proxy.metrics.labels import (
@@ -245,10 +246,12 @@ class InboundServer:
         source: trio.abc.Stream = PrefixedStream(stream, buffered) if buffered else stream
         detected, prefix = await detect_protocol(source, timeout=self.config.detect_timeout)
         tls = NoServerTls.NO_CLIENT_HELLO
+        # ``source``, not ``stream``: TLS detection may have read more than
+        # protocol detection consumed from its buffer.
         if detected not in (Detected.H2, Detected.HTTP1):
-            await self._forward_tcp(stream, client, orig, prefix, tls)
+            await self._forward_tcp(source, client, orig, prefix, tls)
             return
-        await self._serve_http(stream, detected, prefix, client, orig, tls, None)
+        await self._serve_http(source, detected, prefix, client, orig, tls, None)
 
     async def _serve_http(
         self,
@@ -263,12 +266,15 @@ class InboundServer:
         srv = ServerLabels.default_policy(self.config.default_policy, orig.port)
         metrics = self.tcp.accept(TcpAcceptLabels.inbound(TargetAddrLabels(orig), srv, tls))
         metrics.add_read(len(prefix))
+        service = self.http.server_service(orig, client_id)
+        if not self._authorized(client, client_id):
+            service = self.http.denied_service(orig, client_id)
         try:
             await serve_http(
                 detected,
                 MeteredStream(stream, metrics),
                 prefix,
-                self.http.server_service(orig, client_id),
+                service,
                 self.http_params,
                 extensions={ConnInfo: ConnInfo(client, orig, tls, client_id)},
             )
@@ -284,6 +290,10 @@ class InboundServer:
         tls: ServerTlsLabels,
     ) -> None:
         target = TargetAddrLabels(orig)
+        client_id = tls.client_id if isinstance(tls, ServerTlsEstablished) else None
+        if not self._authorized(client, client_id):
+            await trio.aclose_forcefully(stream)
+            return
         srv = ServerLabels.default_policy(self.config.default_policy, orig.port)
         metrics = self.tcp.accept(TcpAcceptLabels.inbound(target, srv, tls))
         metrics.add_read(len(prefix))
@@ -298,6 +308,22 @@ class InboundServer:
             self.errors.record(InboundErrorKind.IO, target)
         finally:
             metrics.close(conn.close_errno)
+
+    def _authorized(self, client: SocketAddr, client_id: str | None) -> bool:
+        policy = self.config.default_policy
+        ok = authorized(policy, client.ip, client_id, self.config.cluster_networks)
+        if not ok:
+            log.info(
+                "inbound connection from %s (identity %s) not authorized by the %s policy",
+                client,
+                client_id or "none",
+                policy,
+            )
+        elif policy == "audit" and not authorized(
+            "all-authenticated", client.ip, client_id, self.config.cluster_networks
+        ):
+            log.info("audit: allowing unauthenticated connection from %s", client)
+        return ok
 
     def _check(self, orig: SocketAddr) -> None:
         ips = self.config.ips
