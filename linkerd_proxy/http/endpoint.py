@@ -67,8 +67,10 @@ class HttpEndpoint:
         background: trio.Nursery,
         connect_backoff: ExponentialBackoff | None = None,
         failfast_timeout: float = 0.0,
+        connect_h2: ConnectStream | None = None,
     ) -> None:
         self.addr = addr
+        self._connect_h2 = connect_h2 or connect
         self._connect_backoff = connect_backoff
         self._failfast_timeout = failfast_timeout
         self._connect = connect
@@ -119,12 +121,12 @@ class HttpEndpoint:
 
     async def _reconnect(self) -> trio.abc.Stream:
         if self._connect_backoff is None:
-            return await self._connect()
+            return await self._connect_h2()
         deadline = trio.current_time() + self._failfast_timeout
         series = self._connect_backoff.series()
         for _ in range(10_000):
             try:
-                return await self._connect()
+                return await self._connect_h2()
             except ConnectError as exc:
                 delay = next(series)
                 if trio.current_time() + delay > deadline:

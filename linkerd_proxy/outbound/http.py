@@ -6,6 +6,8 @@ Per connection::
                     OUTBOUND_DISABLE_INFORMATIONAL_HEADERS)
     NormalizeUri    HTTP/1 without Host gets the original destination as authority
 
+and, per endpoint, ``RequireIdentity`` (``l5d-require-id``, 502 on a mismatch).
+
 then the shared forwarding service of :mod:`linkerd_proxy.http.forward` (in-flight
 limit, router, idle cache — where discovery will live —, metrics, endpoint).
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import attrs
 import trio
 
 from linkerd_proxy.addrs import NameAddr, SocketAddr
@@ -35,12 +38,13 @@ from linkerd_proxy.http.orig_proto import Upgrade
 from linkerd_proxy.identity.store import IdentityStore
 from linkerd_proxy.metrics.errors import OutboundHttpErrorMetrics
 from linkerd_proxy.metrics.http import HttpMetrics, OutboundHttpLabels
-from linkerd_proxy.metrics.labels import DstLabels, TargetAddrLabels
+from linkerd_proxy.metrics.labels import ClientTlsEstablished, DstLabels, TargetAddrLabels
 from linkerd_proxy.metrics.tcp import OutboundConnectLabels, TcpMetrics
 from linkerd_proxy.outbound.concrete import Failing, new_balanced_http
 from linkerd_proxy.outbound.control import OutboundControl
 from linkerd_proxy.outbound.endpoint_connect import EndpointConnector
 from linkerd_proxy.outbound.logical import LogicalHttp
+from linkerd_proxy.outbound.require_id import RequireIdentity
 from linkerd_proxy.stack import Service, stack
 from linkerd_proxy.tcp import ConnMetrics, MeteredStream, dialer
 from linkerd_proxy.transport.backoff import ExponentialBackoff
@@ -96,12 +100,16 @@ class OutboundHttp:
         def labels(target: ForwardTarget) -> OutboundHttpLabels:
             return OutboundHttpLabels(TargetAddrLabels(target.addr))
 
-        forward = new_forward_service(
-            params,
-            metrics=metrics,
-            labels=labels,
-            connect_metrics=connect_metrics,
-            background=background,
+        # Forwarded (orig-dst) connections are plaintext: l5d-require-id fails them.
+        forward: HttpService = RequireIdentity(
+            new_forward_service(
+                params,
+                metrics=metrics,
+                labels=labels,
+                connect_metrics=connect_metrics,
+                background=background,
+            ),
+            None,
         )
         inner: HttpService = forward
         if control is not None and control.destination is not None:
@@ -177,16 +185,21 @@ def _endpoint_for(
                 params.dial,
                 identity,
                 handshake_timeout=config.connect.timeout,
-                session=SessionProtocol.HTTP2
-                if ep.meta.protocol_hint is ProtocolHint.HTTP2
-                else SessionProtocol.HTTP1,
+                session=SessionProtocol.HTTP1,
             )
+            # The transport header names the protocol the connection speaks: the
+            # HTTP/1 pool and the HTTP/2 connection each get their own.
+            connector_h2 = attrs.evolve(connector, session=SessionProtocol.HTTP2)
             conn_labels = OutboundConnectLabels(
                 target, connector.tls_labels, authority=str(name), dst=dst
             )
 
             async def connect() -> trio.abc.Stream:
                 stream = await connector()
+                return MeteredStream(stream, tcp.connect(conn_labels))
+
+            async def connect_h2() -> trio.abc.Stream:
+                stream = await connector_h2()
                 return MeteredStream(stream, tcp.connect(conn_labels))
 
             client = HttpEndpoint(
@@ -196,6 +209,7 @@ def _endpoint_for(
                 idle_timeout=params.pool_idle_timeout,
                 h2=params.h2,
                 background=background,
+                connect_h2=connect_h2,
             )
             labels = OutboundHttpLabels(target, connector.tls_labels, authority=str(name), dst=dst)
             svc: HttpService = HttpMetricsService(client, metrics.target(labels))
@@ -203,7 +217,9 @@ def _endpoint_for(
             # (orig-proto).
             if ep.meta.protocol_hint is ProtocolHint.HTTP2:
                 svc = Upgrade(svc, svc)
-            return _EndpointService(svc, client)
+            tls = connector.tls_labels
+            server_id = tls.server_id if isinstance(tls, ClientTlsEstablished) else None
+            return _EndpointService(RequireIdentity(svc, server_id), client)
 
         return new
 

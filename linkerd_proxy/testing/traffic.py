@@ -11,6 +11,20 @@ destination is chosen per connection by the *client's source port*
 (:class:`OrigDstRouter`): a generator binds its client socket first, says where that
 connection "was going", then connects. So one proxy serves every kind at once.
 
+The proxy runs *meshed*: an in-process fake control plane
+(:mod:`linkerd_proxy.testing.control_plane`) certifies it and a second in-process
+proxy, the *peer*, so that mTLS flows both ways (:class:`Mesh`):
+
+* ours -> peer: HTTP and opaque TCP over mTLS with the transport header (the
+  services :data:`WEB` and :data:`ECHO`, whose endpoints name the peer's inbound
+  port as their ``opaque_port``);
+* peer -> ours: HTTP over mTLS on our inbound's *direct path* (transport header,
+  :data:`MAIN_DIRECT`) and on a *plain port* (:data:`MAIN_PLAIN`, an endpoint at
+  ``127.0.0.2:<our inbound port>`` that our router maps to the HTTP backend): the
+  two paths of linkerd2#13821, which render the same labels;
+* a TLS ClientHello for a foreign SNI to our inbound (passthrough,
+  ``tls="opaque"``) and plaintext clients to our (meshed) inbound.
+
 Each generator checks what the client saw and raises :class:`TrafficError` if the
 proxy did not behave, so a test cannot pass on traffic that silently failed.
 
@@ -25,8 +39,11 @@ import contextlib
 import functools
 import ipaddress
 import socket
+import ssl
 import struct
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import attrs
 import trio
@@ -40,15 +57,47 @@ from linkerd_proxy.http.h1.server import serve_h1
 from linkerd_proxy.http.h2.client import open_h2_connection
 from linkerd_proxy.http.h2.server import serve_h2
 from linkerd_proxy.http.h2.settings import H2ClientSettings, H2ServerSettings
-from linkerd_proxy.http.model import Request, Response
-from linkerd_proxy.testing.proxy import RunningProxy, open_proxy
+from linkerd_proxy.http.model import Request, Response, header
+from linkerd_proxy.testing.control.values import Endpoint
+from linkerd_proxy.testing.control_plane import FakeControlPlane, open_control_plane
+from linkerd_proxy.testing.proxy import RunningProxy, local_config, open_proxy
+from linkerd_proxy.tls.identity_files import prepare_identity_dir
 from linkerd_proxy.transport.detect_io import detect_protocol
 
 LOCALHOST = ipaddress.IPv4Address("127.0.0.1")
+#: A second loopback address: our inbound listens on every interface, and a
+#: connection arriving on this one is routed like an iptables-redirected one.
+LOCALHOST_2 = ipaddress.IPv4Address("127.0.0.2")
+ANY = ipaddress.IPv4Address("0.0.0.0")
 #: An original destination outside INBOUND_IPS (TEST-NET-1, never reached).
 FOREIGN_IP = ipaddress.IPv4Address("192.0.2.10")
+#: The SNI of the passthrough kind: a TLS server that is not this proxy.
+FOREIGN_SNI = "foreign.example.com"
 #: Bound on each generated connection.
 CONNECTION_TIMEOUT = 5.0
+#: Bound on starting the control plane and both proxies (identity issued).
+STARTUP_TIMEOUT = 20.0
+
+CP_NAME = "linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local"
+MAIN_ID = "main.ns.serviceaccount.identity.linkerd.cluster.local"
+PEER_ID = "peer.ns.serviceaccount.identity.linkerd.cluster.local"
+#: Logical services (their IPs are the only ones in DESTINATION_PROFILE_NETWORKS,
+#: so traffic to the backends' own addresses is forwarded without discovery).
+PROFILE_NETWORKS = "127.0.0.96/30"
+#: HTTP on the peer (ours -> peer, transport header, HTTP session protocol).
+WEB = SocketAddr(ipaddress.IPv4Address("127.0.0.99"), 8080)
+#: Opaque TCP on the peer (ours -> peer, transport header, no session protocol).
+ECHO = SocketAddr(ipaddress.IPv4Address("127.0.0.98"), 7000)
+#: HTTP on us, through our inbound's direct path (peer -> ours, transport header).
+MAIN_DIRECT = SocketAddr(ipaddress.IPv4Address("127.0.0.97"), 8080)
+#: HTTP on us, through our inbound's plain port (peer -> 127.0.0.2:<inbound port>).
+MAIN_PLAIN = SocketAddr(ipaddress.IPv4Address("127.0.0.96"), 8080)
+SERVICE_NAMES = {
+    WEB: "web.ns.svc.cluster.local",
+    ECHO: "echo.ns.svc.cluster.local",
+    MAIN_DIRECT: "main-direct.ns.svc.cluster.local",
+    MAIN_PLAIN: "main-plain.ns.svc.cluster.local",
+}
 
 
 class TrafficError(AssertionError):
@@ -56,21 +105,37 @@ class TrafficError(AssertionError):
 
 
 class OrigDstRouter:
-    """An ``orig_dst`` lookup answering per client source port.
+    """An ``orig_dst`` lookup answering per client source port, else per local address.
 
-    A client port with no route gets :class:`~linkerd_proxy.errors.OrigDstError`,
-    as a connection that was not redirected by iptables would.
+    In order: a route for the client's source port (:meth:`connect`), a route for
+    the address the connection arrived on (:attr:`local_routes`), the local
+    address itself when its port is one of :attr:`direct_ports` (a proxy's
+    inbound port: connections from other proxies take the direct path). Anything
+    else gets :class:`~linkerd_proxy.errors.OrigDstError`, as a connection that
+    was not redirected by iptables would.
     """
 
     def __init__(self) -> None:
         self._routes: dict[int, SocketAddr] = {}
+        self.local_routes: dict[SocketAddr, SocketAddr] = {}
+        self.direct_ports: set[int] = set()
+        #: How many lookups each rule answered (``"port"``, ``"local"``, ``"direct"``).
+        self.hits: dict[str, int] = {"port": 0, "local": 0, "direct": 0}
 
     def __call__(self, stream: trio.SocketStream) -> SocketAddr:
         port: int = stream.socket.getpeername()[1]
-        try:
-            return self._routes[port]
-        except KeyError:
-            raise OrigDstError(f"no original destination for client port {port}") from None
+        if (route := self._routes.get(port)) is not None:
+            self.hits["port"] += 1
+            return route
+        host, local_port = stream.socket.getsockname()[:2]
+        local = SocketAddr(ipaddress.ip_address(host), local_port)
+        if (route := self.local_routes.get(local)) is not None:
+            self.hits["local"] += 1
+            return route
+        if local_port in self.direct_ports:
+            self.hits["direct"] += 1
+            return local
+        raise OrigDstError(f"no original destination for client port {port}")
 
     async def connect(self, listener: SocketAddr, orig_dst: SocketAddr | None) -> trio.SocketStream:
         """Connect to ``listener`` as a client whose original destination is ``orig_dst``.
@@ -103,12 +168,35 @@ class Backends:
 
 
 @attrs.frozen
+class Mesh:
+    """The meshed side of a :class:`TrafficEnv`: the control plane and the peer proxy."""
+
+    cp: FakeControlPlane
+    peer: RunningProxy
+    router: OrigDstRouter
+
+
+@attrs.frozen
 class TrafficEnv:
-    """A proxy with its backends and router: what every generator takes."""
+    """A proxy with its backends and router: what every generator takes.
+
+    ``proxy`` is meshed (identity ``MAIN_ID``) and its inbound listens on every
+    interface: connect to :attr:`inbound`, not ``proxy.addrs.inbound`` (0.0.0.0).
+    """
 
     proxy: RunningProxy
     router: OrigDstRouter
     backends: Backends
+    mesh: Mesh
+
+    @property
+    def inbound(self) -> SocketAddr:
+        """Our inbound listener on 127.0.0.1 (the direct path's address)."""
+        return SocketAddr(LOCALHOST, self.proxy.addrs.inbound.port)
+
+    @property
+    def outbound(self) -> SocketAddr:
+        return self.proxy.addrs.outbound[0]
 
 
 TrafficFn = Callable[[TrafficEnv], Awaitable[None]]
@@ -138,14 +226,29 @@ async def serve_tcp(
     return SocketAddr(LOCALHOST, listeners[0].socket.getsockname()[1])
 
 
+#: The gRPC status the backend ends ``/grpc.Test/Fail`` with (UNAVAILABLE: a failure).
+GRPC_FAIL_STATUS = 14
+GRPC_MESSAGE = b"\x00\x00\x00\x00\x02hi"  # one uncompressed length-prefixed message
+
+
 async def _http_ok(req: Request) -> Response:
     await req.body.read_all(1 << 20)
+    if (header(req.headers, b"content-type") or b"").startswith(b"application/grpc"):
+        code = GRPC_FAIL_STATUS if req.path.endswith("/Fail") else 0
+        trailers = [(b"grpc-status", str(code).encode())]
+        return Response(
+            200, [(b"content-type", b"application/grpc")], BytesBody(GRPC_MESSAGE, trailers)
+        )
     status = int(req.path.rsplit("/", 1)[1]) if req.path.startswith("/status/") else 200
     return Response(status, [(b"content-type", b"text/plain")], BytesBody(b"ok"))
 
 
 async def http_handler(stream: trio.SocketStream) -> None:
-    """An HTTP/1 and HTTP/2 server: ``/status/N`` answers N, anything else 200 ``ok``."""
+    """An HTTP/1 and HTTP/2 server: ``/status/N`` answers N, anything else 200 ``ok``.
+
+    A gRPC request (``content-type: application/grpc``) gets one message and a
+    ``grpc-status`` trailer: ``14`` for a path ending in ``/Fail``, else ``0``.
+    """
     detected, prefix = await detect_protocol(stream, timeout=CONNECTION_TIMEOUT)
     if detected is Detected.H2:
         await serve_h2(stream, _http_ok, settings=H2ServerSettings(), prefix=prefix)
@@ -159,38 +262,139 @@ def _dead_port() -> SocketAddr:
         return SocketAddr(LOCALHOST, sock.getsockname()[1])
 
 
+async def meshed_config(
+    cp: FakeControlPlane, workdir: Path, identity: str, base: Config | None = None
+) -> Config:
+    """A configuration pointing at ``cp`` with identity ``identity`` (files in ``workdir``).
+
+    Every listener is on 127.0.0.1:0 (:func:`~linkerd_proxy.testing.local_config`);
+    ``base`` (default: the standalone defaults) supplies everything else except
+    the control-plane and identity settings.
+    """
+    short = identity.split(".")[0]
+    ident = workdir / short
+    ident.mkdir()
+    prepare_identity_dir(ident, identity)
+    token = workdir / f"{short}.token"
+    token.write_text("a-token")
+    env = await cp.proxy_env()
+    env.update(
+        {
+            "LINKERD2_PROXY_IDENTITY_DIR": str(ident),
+            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS": await cp.identity.trust_anchors_pem(),
+            "LINKERD2_PROXY_IDENTITY_TOKEN_FILE": str(token),
+            "LINKERD2_PROXY_IDENTITY_LOCAL_NAME": identity,
+            "LINKERD2_PROXY_IDENTITY_SVC_NAME": CP_NAME,
+            "LINKERD2_PROXY_DESTINATION_SVC_NAME": CP_NAME,
+            "LINKERD2_PROXY_POLICY_SVC_NAME": CP_NAME,
+            "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS": PROFILE_NETWORKS,
+        }
+    )
+    meshed = Config.from_env(env)
+    if base is not None:
+        meshed = attrs.evolve(
+            base, identity=meshed.identity, destination=meshed.destination, policy=meshed.policy
+        )
+    return local_config(meshed)
+
+
+async def wait_ready(proxy: RunningProxy, timeout: float = STARTUP_TIMEOUT) -> None:  # noqa: ASYNC109
+    """Wait until ``proxy``'s ``/ready`` answers 200 (its identity is certified).
+
+    Raises:
+        trio.TooSlowError: not ready within ``timeout``.
+    """
+    with trio.fail_after(timeout):
+        while (await proxy.admin_request("GET", "/ready")).status != 200:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+
+
+async def _describe_services(
+    cp: FakeControlPlane, backends: Backends, main_inbound: int, peer_inbound: int
+) -> None:
+    """Tell the fake Destination where each logical service's endpoints are."""
+    for addr, fqn in SERVICE_NAMES.items():
+        await cp.dst.profile(str(addr), fqn=fqn)
+    endpoints = {
+        WEB: Endpoint(backends.http, tls_identity=PEER_ID, opaque_port=peer_inbound),
+        ECHO: Endpoint(
+            backends.echo, tls_identity=PEER_ID, opaque_port=peer_inbound, protocol_hint="opaque"
+        ),
+        MAIN_DIRECT: Endpoint(backends.http, tls_identity=MAIN_ID, opaque_port=main_inbound),
+        MAIN_PLAIN: Endpoint(SocketAddr(LOCALHOST_2, main_inbound), tls_identity=MAIN_ID),
+    }
+    for addr, endpoint in endpoints.items():
+        await cp.dst.set_endpoints(f"{SERVICE_NAMES[addr]}:{addr.port}", [endpoint])
+
+
 @contextlib.asynccontextmanager
 async def open_traffic_proxy(config: Config | None = None) -> AsyncIterator[TrafficEnv]:
-    """Start the backends and a proxy routed by :class:`OrigDstRouter`; yield them.
+    """Start the backends, the fake control plane, a peer proxy and our proxy; yield them.
 
-    ``INBOUND_IPS`` is set to 127.0.0.1 so that inbound traffic to the backends is
-    accepted and traffic to :data:`FOREIGN_IP` is refused.
+    Our proxy is routed by :class:`OrigDstRouter`; ``INBOUND_IPS`` is 127.0.0.1 so
+    that inbound traffic to the backends is accepted and traffic to
+    :data:`FOREIGN_IP` is refused. Both proxies are certified (``/ready``) before
+    this yields. ``config`` supplies everything but the control-plane, identity
+    and listener settings.
+
+    Raises:
+        trio.TooSlowError: a proxy was not ready within :data:`STARTUP_TIMEOUT`.
     """
-    config = config or Config()
-    config = attrs.evolve(config, inbound=attrs.evolve(config.inbound, ips=frozenset([LOCALHOST])))
-    router = OrigDstRouter()
-    async with trio.open_nursery() as nursery:
+    router, peer_router = OrigDstRouter(), OrigDstRouter()
+    async with (
+        trio.open_nursery() as nursery,
+        open_control_plane() as cp,
+        contextlib.AsyncExitStack() as stack,
+    ):
         backends = Backends(
             echo=await serve_tcp(nursery, echo_handler),
             reset=await serve_tcp(nursery, _reset),
             dead=_dead_port(),
             http=await serve_tcp(nursery, http_handler),
         )
-        async with open_proxy(config, orig_dst=router) as proxy:
-            yield TrafficEnv(proxy, router, backends)
+        await cp.policy.outbound_not_found()
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="traffic-")))
+        main_config = await meshed_config(cp, tmp, MAIN_ID, config)
+        main_config = attrs.evolve(
+            main_config,
+            inbound=attrs.evolve(
+                main_config.inbound, ips=frozenset([LOCALHOST]), listen_addr=SocketAddr(ANY, 0)
+            ),
+        )
+        peer_config = await meshed_config(cp, tmp, PEER_ID)
+        peer = await stack.enter_async_context(open_proxy(peer_config, orig_dst=peer_router))
+        proxy = await stack.enter_async_context(
+            open_proxy(main_config, orig_dst=router, bind_locally=False)
+        )
+        main_inbound, peer_inbound = proxy.addrs.inbound.port, peer.addrs.inbound.port
+        peer_router.direct_ports.add(peer_inbound)
+        router.direct_ports.add(main_inbound)
+        router.local_routes[SocketAddr(LOCALHOST_2, main_inbound)] = backends.http
+        await _describe_services(cp, backends, main_inbound, peer_inbound)
+        await wait_ready(peer)
+        await wait_ready(proxy)
+        yield TrafficEnv(proxy, router, backends, Mesh(cp, peer, peer_router))
+        await stack.aclose()
         nursery.cancel_scope.cancel()
 
 
-async def exchange(env: TrafficEnv, listener: SocketAddr, orig_dst: SocketAddr) -> None:
-    """Send a payload through ``listener`` to the echo server ``orig_dst``, check the echo.
+async def exchange(
+    env: TrafficEnv,
+    listener: SocketAddr,
+    orig_dst: SocketAddr,
+    router: OrigDstRouter | None = None,
+    payload: bytes = b"metrics-e2e " * 100,
+) -> None:
+    """Send ``payload`` through ``listener`` to the echo server ``orig_dst``, check the echo.
+
+    ``router`` is the listening proxy's (default: ours, ``env.router``).
 
     Raises:
         TrafficError: what came back differs from what was sent.
         trio.TooSlowError: not done within :data:`CONNECTION_TIMEOUT`.
     """
-    payload = b"metrics-e2e " * 100
     with trio.fail_after(CONNECTION_TIMEOUT):
-        stream = await env.router.connect(listener, orig_dst)
+        stream = await (router or env.router).connect(listener, orig_dst)
         async with stream:
             await stream.send_all(payload)
             await stream.send_eof()
@@ -222,61 +426,65 @@ async def _reset_by_server(env: TrafficEnv, listener: SocketAddr) -> None:
 
 async def outbound_tcp(env: TrafficEnv) -> None:
     """Opaque TCP forwarded by the outbound proxy to an echo server."""
-    await exchange(env, env.proxy.addrs.outbound[0], env.backends.echo)
+    await exchange(env, env.outbound, env.backends.echo)
 
 
 async def inbound_tcp(env: TrafficEnv) -> None:
     """Opaque TCP forwarded by the inbound proxy to an echo server (default policy)."""
-    await exchange(env, env.proxy.addrs.inbound, env.backends.echo)
+    await exchange(env, env.inbound, env.backends.echo)
 
 
 async def outbound_connect_refused(env: TrafficEnv) -> None:
     """Outbound to a closed port: ``outbound_tcp_errors_total{error="i/o"}``."""
-    await _refused(env, env.proxy.addrs.outbound[0], env.backends.dead)
+    await _refused(env, env.outbound, env.backends.dead)
 
 
 async def inbound_connect_refused(env: TrafficEnv) -> None:
     """Inbound to a closed port: ``inbound_tcp_errors_total{error="i/o"}``."""
-    await _refused(env, env.proxy.addrs.inbound, env.backends.dead)
+    await _refused(env, env.inbound, env.backends.dead)
 
 
 async def outbound_reset(env: TrafficEnv) -> None:
     """Outbound to a server that resets: ``tcp_close_total{errno="ECONNRESET"}``."""
-    await _reset_by_server(env, env.proxy.addrs.outbound[0])
+    await _reset_by_server(env, env.outbound)
 
 
 async def inbound_reset(env: TrafficEnv) -> None:
     """Inbound to a server that resets."""
-    await _reset_by_server(env, env.proxy.addrs.inbound)
+    await _reset_by_server(env, env.inbound)
 
 
 async def outbound_loop_refused(env: TrafficEnv) -> None:
     """Original destination = the outbound listener itself: refused (``unexpected``)."""
-    await _refused(env, env.proxy.addrs.outbound[0], env.proxy.addrs.outbound[0])
+    await _refused(env, env.outbound, env.outbound)
 
 
 async def outbound_no_orig_dst(env: TrafficEnv) -> None:
     """No original destination (not redirected): refused (``unexpected``)."""
-    await _refused(env, env.proxy.addrs.outbound[0], None)
+    await _refused(env, env.outbound, None)
 
 
 async def inbound_foreign_ip_refused(env: TrafficEnv) -> None:
     """Original destination outside ``INBOUND_IPS``: refused (``unexpected``)."""
-    await _refused(env, env.proxy.addrs.inbound, SocketAddr(FOREIGN_IP, env.backends.echo.port))
+    await _refused(env, env.inbound, SocketAddr(FOREIGN_IP, env.backends.echo.port))
 
 
 async def inbound_direct_refused(env: TrafficEnv) -> None:
     """A direct connection (to the inbound port itself) without mTLS: refused."""
-    await _refused(
-        env, env.proxy.addrs.inbound, SocketAddr(LOCALHOST, env.proxy.addrs.inbound.port)
-    )
+    await _refused(env, env.inbound, env.inbound)
 
 
-async def _http1(env: TrafficEnv, listener: SocketAddr, orig_dst: SocketAddr, path: str) -> int:
+async def _http1(
+    env: TrafficEnv,
+    listener: SocketAddr,
+    orig_dst: SocketAddr,
+    path: str,
+    router: OrigDstRouter | None = None,
+) -> int:
     """One HTTP/1.1 request through ``listener``; returns the status code."""
     request = f"GET {path} HTTP/1.1\r\nHost: traffic.test\r\nConnection: close\r\n\r\n"
     with trio.fail_after(CONNECTION_TIMEOUT):
-        stream = await env.router.connect(listener, orig_dst)
+        stream = await (router or env.router).connect(listener, orig_dst)
         async with stream:
             await stream.send_all(request.encode())
             got = bytearray()
@@ -289,39 +497,145 @@ async def _http1(env: TrafficEnv, listener: SocketAddr, orig_dst: SocketAddr, pa
 
 
 async def _expect_status(
-    env: TrafficEnv, listener: SocketAddr, orig_dst: SocketAddr, path: str, status: int
+    env: TrafficEnv,
+    listener: SocketAddr,
+    orig_dst: SocketAddr,
+    path: str,
+    status: int,
+    router: OrigDstRouter | None = None,
 ) -> None:
-    got = await _http1(env, listener, orig_dst, path)
+    got = await _http1(env, listener, orig_dst, path, router)
     if got != status:
         raise TrafficError(f"{path} through {listener}: expected {status}, got {got}")
 
 
 async def outbound_http1(env: TrafficEnv) -> None:
     """HTTP/1.1 through the outbound proxy: a success and a 5xx failure."""
-    await _expect_status(env, env.proxy.addrs.outbound[0], env.backends.http, "/ok", 200)
-    await _expect_status(env, env.proxy.addrs.outbound[0], env.backends.http, "/status/503", 503)
+    await _expect_status(env, env.outbound, env.backends.http, "/ok", 200)
+    await _expect_status(env, env.outbound, env.backends.http, "/status/503", 503)
 
 
 async def inbound_http1(env: TrafficEnv) -> None:
     """HTTP/1.1 through the inbound proxy."""
-    await _expect_status(env, env.proxy.addrs.inbound, env.backends.http, "/ok", 200)
+    await _expect_status(env, env.inbound, env.backends.http, "/ok", 200)
 
 
 async def outbound_http1_unreachable(env: TrafficEnv) -> None:
     """HTTP/1.1 to a port where nothing listens: a synthetic 502 and an error count."""
-    await _expect_status(env, env.proxy.addrs.outbound[0], env.backends.dead, "/ok", 502)
+    await _expect_status(env, env.outbound, env.backends.dead, "/ok", 502)
 
 
 async def outbound_http2(env: TrafficEnv) -> None:
     """HTTP/2 (prior knowledge) through the outbound proxy."""
     with trio.fail_after(CONNECTION_TIMEOUT):
-        stream = await env.router.connect(env.proxy.addrs.outbound[0], env.backends.http)
+        stream = await env.router.connect(env.outbound, env.backends.http)
         async with open_h2_connection(stream, H2ClientSettings()) as conn:
             req = Request("GET", "http", "traffic.test", "/ok", "HTTP/2")
             rsp = await conn(req)
             body = await rsp.body.read_all(1024)
     if rsp.status != 200 or body != b"ok":
         raise TrafficError(f"h2 through the outbound proxy: {rsp.status} {body!r}")
+
+
+async def _grpc(
+    env: TrafficEnv, listener: SocketAddr, orig_dst: SocketAddr, method: str, want: int
+) -> None:
+    """One unary gRPC-style call over HTTP/2; check the ``grpc-status`` trailer."""
+    with trio.fail_after(CONNECTION_TIMEOUT):
+        stream = await env.router.connect(listener, orig_dst)
+        async with open_h2_connection(stream, H2ClientSettings()) as conn:
+            headers = [(b"content-type", b"application/grpc"), (b"te", b"trailers")]
+            req = Request(
+                "POST",
+                "http",
+                "grpc.test",
+                f"/grpc.Test/{method}",
+                "HTTP/2",
+                headers,
+                BytesBody(GRPC_MESSAGE),
+            )
+            rsp = await conn(req)
+            body = await rsp.body.read_all(1024)
+            trailers = rsp.body.trailers or []
+    got = header(trailers, b"grpc-status")
+    if rsp.status != 200 or body != GRPC_MESSAGE or got != str(want).encode():
+        raise TrafficError(f"grpc {method} through {listener}: {rsp.status} {got!r} {body!r}")
+
+
+async def outbound_grpc(env: TrafficEnv) -> None:
+    """gRPC through the outbound proxy: ``grpc-status`` 0 (success) and 14 (failure)."""
+    await _grpc(env, env.outbound, env.backends.http, "Ok", 0)
+    await _grpc(env, env.outbound, env.backends.http, "Fail", GRPC_FAIL_STATUS)
+
+
+async def inbound_grpc(env: TrafficEnv) -> None:
+    """gRPC from a plaintext client through the (meshed) inbound proxy."""
+    await _grpc(env, env.inbound, env.backends.http, "Ok", 0)
+    await _grpc(env, env.inbound, env.backends.http, "Fail", GRPC_FAIL_STATUS)
+
+
+async def meshed_http(env: TrafficEnv) -> None:
+    """HTTP/1 ours -> peer: mTLS to the peer's inbound port plus the transport header."""
+    await _expect_status(env, env.outbound, WEB, "/ok", 200)
+
+
+async def meshed_grpc(env: TrafficEnv) -> None:
+    """gRPC ours -> peer over mTLS and the transport header (HTTP/2 session protocol)."""
+    await _grpc(env, env.outbound, WEB, "Ok", 0)
+    await _grpc(env, env.outbound, WEB, "Fail", GRPC_FAIL_STATUS)
+
+
+async def meshed_tcp(env: TrafficEnv) -> None:
+    """Opaque TCP ours -> peer over mTLS and the transport header.
+
+    The echo is read back *before* the client's EOF: our mTLS stream cannot
+    half-close (``transport/duplex.py`` ends the pair at the EOF), unlike the
+    reference's (close_notify, then the peer keeps sending).
+    """
+    payload = b"meshed-tcp " * 100
+    with trio.fail_after(CONNECTION_TIMEOUT):
+        stream = await env.router.connect(env.outbound, ECHO)
+        async with stream:
+            await stream.send_all(payload)
+            got = bytearray()
+            while len(got) < len(payload) and (chunk := await stream.receive_some(65536)):
+                got += chunk
+            await stream.send_eof()
+            rest = await stream.receive_some(65536)
+    if got != payload or rest:
+        raise TrafficError(
+            f"meshed echo returned {len(got)} of {len(payload)} bytes, then {rest!r}"
+        )
+
+
+async def meshed_inbound_direct(env: TrafficEnv) -> None:
+    """HTTP peer -> ours on our inbound's direct path (``tls="true"``, ``client_id``)."""
+    peer = env.mesh.peer.addrs.outbound[0]
+    await _expect_status(env, peer, MAIN_DIRECT, "/ok", 200, env.mesh.router)
+
+
+async def meshed_inbound_port(env: TrafficEnv) -> None:
+    """HTTP peer -> ours over mTLS on a plain inbound port (same labels as the direct path)."""
+    peer = env.mesh.peer.addrs.outbound[0]
+    await _expect_status(env, peer, MAIN_PLAIN, "/status/500", 500, env.mesh.router)
+
+
+def client_hello(server_name: str) -> bytes:
+    """The bytes of a real TLS ClientHello for ``server_name`` (from :mod:`ssl`)."""
+    ctx = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+async def inbound_tls_passthrough(env: TrafficEnv) -> None:
+    """TLS for a name that is not ours: forwarded opaque (``tls="opaque",sni=...``).
+
+    The echo server plays the TLS server: the ClientHello must come back intact.
+    """
+    await exchange(env, env.inbound, env.backends.echo, payload=client_hello(FOREIGN_SNI))
 
 
 #: Every kind of traffic the proxy handles today, by name.
@@ -340,6 +654,14 @@ TRAFFIC_KINDS: dict[str, TrafficFn] = {
     "inbound_http1": inbound_http1,
     "outbound_http1_unreachable": outbound_http1_unreachable,
     "outbound_http2": outbound_http2,
+    "outbound_grpc": outbound_grpc,
+    "inbound_grpc": inbound_grpc,
+    "meshed_http": meshed_http,
+    "meshed_grpc": meshed_grpc,
+    "meshed_tcp": meshed_tcp,
+    "meshed_inbound_direct": meshed_inbound_direct,
+    "meshed_inbound_port": meshed_inbound_port,
+    "inbound_tls_passthrough": inbound_tls_passthrough,
 }
 
 

@@ -5,7 +5,9 @@ recorded:
 
 * a proxy (:func:`~linkerd_proxy.testing.traffic.open_traffic_proxy`) carries, for
   :data:`DURATION` seconds, every kind of traffic in
-  :data:`~linkerd_proxy.testing.traffic.TRAFFIC_KINDS` (2 rounds a second), plus
+  :data:`~linkerd_proxy.testing.traffic.TRAFFIC_KINDS` (2 rounds a second: HTTP,
+  gRPC, TCP, mTLS both ways with and without the transport header, TLS
+  passthrough, errors; a second, meshed proxy is its peer), plus
   a *steady* stream of :data:`RATE` TCP connections a second to a backend of its
   own (so its series are known exactly), plus one connection held open throughout;
 * a Prometheus scrapes the proxy's admin ``/metrics`` every second;
@@ -150,7 +152,7 @@ async def _scrape_at(
 
 
 async def _hold_open(env: TrafficEnv, release: trio.Event) -> None:
-    stream = await env.router.connect(env.proxy.addrs.outbound[0], env.backends.echo)
+    stream = await env.router.connect(env.outbound, env.backends.echo)
     async with stream:
         # Not a token: protocol detection decides "not HTTP" at once.
         await stream.send_all(b"\x00held")
@@ -207,7 +209,7 @@ async def run_session(workdir: Path) -> Session:
             s.steady_target = str(steady_backend)
 
             async def steady(env: TrafficEnv) -> None:
-                await exchange(env, env.proxy.addrs.outbound[0], steady_backend)
+                await exchange(env, env.outbound, steady_backend)
 
             async def own_scrapes(t0: float) -> None:
                 s.own = await _scrape_at(env, t0, s.start, OWN_SCRAPES)

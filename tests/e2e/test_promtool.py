@@ -2,7 +2,10 @@
 
 The scrape is taken after every kind of traffic the proxy handles
 (:data:`linkerd_proxy.testing.traffic.TRAFFIC_KINDS`: TCP both ways, connect errors,
-resets, every refusal) with one connection still open. promtool must report
+resets, every refusal, HTTP/1, HTTP/2, gRPC success and failure, meshed HTTP, gRPC
+and TCP over mTLS with the transport header, mTLS on the inbound's direct path and
+on a plain port, TLS passthrough for a foreign SNI, plaintext to a meshed inbound)
+with one connection still open. promtool must report
 nothing, except that metric names carry an abbreviated unit where Linkerd's
 contract names do (``response_latency_ms``...): those names are what dashboards
 query, so the lint is accepted for them and for nothing else.
@@ -18,6 +21,9 @@ import trio
 from linkerd_proxy.testing import Scrape
 from linkerd_proxy.testing.netns import require_tools
 from linkerd_proxy.testing.traffic import (
+    FOREIGN_SNI,
+    GRPC_FAIL_STATUS,
+    PEER_ID,
     TrafficEnv,
     open_traffic_proxy,
     run_every_kind,
@@ -45,6 +51,9 @@ EXPECTED_FAMILIES = (
     "tcp_close_total",
     "inbound_tcp_errors_total",
     "outbound_tcp_errors_total",
+    "request_total",
+    "response_total",
+    "response_latency_ms_bucket",
     "process_cpu_seconds_total",
     "process_start_time_seconds",
     "proxy_build_info",
@@ -93,7 +102,7 @@ async def test_promtool_finds_nothing_after_every_kind_of_traffic() -> None:
     async with open_traffic_proxy() as env:
         await run_every_kind(env, rounds=3)
         # One connection stays open across the scrape (gauges at 1, held series).
-        held = await env.router.connect(env.proxy.addrs.outbound[0], env.backends.echo)
+        held = await env.router.connect(env.outbound, env.backends.echo)
         async with held:
             await held.send_all(b"\x00")  # not HTTP: detection decides at once
             assert await held.receive_some(1) == b"\x00"
@@ -111,6 +120,18 @@ async def test_promtool_finds_nothing_after_every_kind_of_traffic() -> None:
         for side in ("inbound", "outbound"):
             for error in ("i/o", "unexpected"):
                 assert list(scrape.find(f"{side}_tcp_errors_total", error=error)), (side, error)
+        # Every TLS rendering the traffic produces (docs/metrics.md).
+        for side, tls in (
+            ("inbound", {"tls": "true", "client_id": PEER_ID}),
+            ("inbound", {"tls": "opaque", "sni": FOREIGN_SNI}),
+            ("inbound", {"tls": "no_identity", "no_tls_reason": "no_tls_from_remote"}),
+            ("outbound", {"tls": "true", "server_id": PEER_ID}),
+            ("outbound", {"tls": "no_identity", "no_tls_reason": "loopback"}),
+        ):
+            assert list(scrape.find("tcp_open_total", direction=side, **tls)), (side, tls)
+        for grpc_status in ("0", str(GRPC_FAIL_STATUS)):
+            for side in ("inbound", "outbound"):
+                assert list(scrape.find("response_total", direction=side, grpc_status=grpc_status))
         code, lines = await promtool_check(body)
         assert unexpected_findings(code, lines) == [], "\n".join(lines)
 
