@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno as errno_codes
 import socket
+import ssl
 
 import trio
 
@@ -64,7 +65,8 @@ class MeteredStream(trio.abc.HalfCloseableStream):
     def _seen(self, exc: BaseException) -> None:
         cause: BaseException | None = exc
         while cause is not None and self._errno is None:
-            if isinstance(cause, OSError) and cause.errno:
+            # ssl.SSLError's errno is an OpenSSL code, not an OS errno.
+            if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError) and cause.errno:
                 self._errno = cause.errno
             cause = cause.__cause__ or cause.__context__
 

@@ -39,6 +39,7 @@ from linkerd_proxy.testing.control.facade import (
     PolicyControl,
     poll_until,
 )
+from linkerd_proxy.testing.control.identity import TestCa
 from linkerd_proxy.testing.control.policy import (
     all_unauthenticated,
     outbound_default,
@@ -166,7 +167,8 @@ class ControlPlaneClient(ControlFacade):
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    state = ControlPlaneState(args.cluster_domain, args.identity_lifetime)
+    ca = TestCa.shared(args.ca_dir, args.cluster_domain) if args.ca_dir else None
+    state = ControlPlaneState(args.cluster_domain, args.identity_lifetime, ca)
     listen = SocketAddr.parse(args.listen)
     admin = SocketAddr.parse(args.admin)
     ssl_context = state.ca.server_context(args.tls_name) if args.tls_name else None
@@ -195,6 +197,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tls-name", action="append", default=[], help="serve TLS as this name")
     parser.add_argument("--cluster-domain", default="cluster.local")
     parser.add_argument("--identity-lifetime", type=float, default=24 * 3600.0)
+    parser.add_argument(
+        "--ca-dir",
+        help="issue from the CA saved in this directory (made and saved there if absent), "
+        "so that several control planes share one CA",
+    )
     asyncio.run(_serve(parser.parse_args(argv)))
 
 

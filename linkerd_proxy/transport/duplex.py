@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 
 import attrs
@@ -65,11 +66,16 @@ class DuplexResult:
 
 
 def error_errno(exc: BaseException | None) -> int | None:
-    """The errno of the first ``OSError`` in ``exc``'s cause/context chain."""
+    """The errno of the first ``OSError`` in ``exc``'s cause/context chain.
+
+    ``ssl.SSLError`` is an ``OSError`` whose ``errno`` is an OpenSSL error code
+    (a peer closing without close_notify gives 8, which is not ``ENOEXEC``): TLS
+    errors have no errno, as in the reference.
+    """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno is not None:
+        if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and exc.errno:
             return exc.errno
         exc = exc.__cause__ or exc.__context__
     return None

@@ -12,6 +12,7 @@ fail, or the whole service refuse until it comes back.
 from __future__ import annotations
 
 import datetime
+import os
 import ssl
 import tempfile
 from collections.abc import Sequence
@@ -77,6 +78,19 @@ def _ca_cert(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _load_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the CA key is not ECDSA")
+    return key
+
+
 class TestCa:
     """A root CA and an intermediate issuer, made fresh for each instance."""
 
@@ -89,6 +103,49 @@ class TestCa:
         self.issuer = _ca_cert(
             f"identity.linkerd.{trust_domain}", self._issuer_key, self.root, self._root_key
         )
+
+    _FILES = ("root.pem", "root.key", "issuer.pem", "issuer.key")
+
+    def save(self, directory: str) -> None:
+        """Write the root and the issuer (certificates and keys, PEM) to ``directory``,
+        so that another fake control plane can issue from the same CA (:meth:`load`)."""
+        os.makedirs(directory, exist_ok=True)
+        blobs = (
+            self.root.public_bytes(serialization.Encoding.PEM),
+            _key_pem(self._root_key),
+            self.issuer.public_bytes(serialization.Encoding.PEM),
+            _key_pem(self._issuer_key),
+        )
+        for name, blob in zip(self._FILES, blobs, strict=True):
+            with open(os.path.join(directory, name), "wb") as f:
+                f.write(blob)
+
+    @classmethod
+    def load(cls, directory: str) -> TestCa:
+        """The CA :meth:`save` wrote to ``directory``.
+
+        Raises:
+            OSError: a file is missing. ValueError: a file is malformed.
+        """
+        blobs = []
+        for name in cls._FILES:
+            with open(os.path.join(directory, name), "rb") as f:
+                blobs.append(f.read())
+        ca = cls.__new__(cls)
+        ca.root = x509.load_pem_x509_certificate(blobs[0])
+        ca._root_key = _load_key(blobs[1])
+        ca.issuer = x509.load_pem_x509_certificate(blobs[2])
+        ca._issuer_key = _load_key(blobs[3])
+        return ca
+
+    @classmethod
+    def shared(cls, directory: str, trust_domain: str = "cluster.local") -> TestCa:
+        """The CA saved in ``directory``, made (and saved) first if there is none."""
+        if os.path.exists(os.path.join(directory, cls._FILES[-1])):
+            return cls.load(directory)
+        ca = cls(trust_domain)
+        ca.save(directory)
+        return ca
 
     @property
     def trust_anchors_pem(self) -> str:

@@ -30,12 +30,16 @@ class ControlPlaneState:
     Args:
         cluster_domain: the cluster domain of destination names.
         identity_lifetime: the lifetime of issued leaves, in seconds.
+        ca: the CA to issue from (default: a fresh one).
     """
 
     def __init__(
-        self, cluster_domain: str = "cluster.local", identity_lifetime: float = 24 * 3600.0
+        self,
+        cluster_domain: str = "cluster.local",
+        identity_lifetime: float = 24 * 3600.0,
+        ca: TestCa | None = None,
     ) -> None:
-        self.ca = TestCa(cluster_domain)
+        self.ca = ca if ca is not None else TestCa(cluster_domain)
         self.dst = FakeDestination(cluster_domain)
         self.outbound = FakeOutboundPolicies()
         self.inbound = FakeInboundPolicies()
