@@ -244,6 +244,30 @@ class IdentityStore:
         self.generation += 1
         return creds
 
+    def set_trust_anchors(self, trust_anchors_pem: str) -> None:
+        """Trust a new bundle of anchors from now on.
+
+        Connections already established keep the TLS state they negotiated; every
+        new connection (both directions) and the next certificate are verified
+        against the new bundle. A rotation normally ships a bundle holding both
+        the old and the new roots, so the current certificate stays valid.
+
+        Raises:
+            InvalidIdentityCertificate: ``trust_anchors_pem`` holds no certificate
+                (the old bundle stays).
+        """
+        anchors = _load_anchors(trust_anchors_pem)
+        self.trust_anchors_pem = trust_anchors_pem
+        self._anchors = anchors
+        if self._creds is not None:
+            self._contexts = {
+                ("server",): self._build_server(self._creds),
+                ("client",): self._build_client(self._creds, ()),
+            }
+        else:
+            self._contexts = {}
+        self.generation += 1
+
     # ------------------------------------------------------------------ contexts
 
     def _current(self) -> Credentials:

@@ -216,3 +216,23 @@ def test_key_loading_leaves_no_file_descriptor() -> None:
     store.control_client_context()
     after = set(os.listdir("/proc/self/fd"))
     assert after <= before | set()  # no memfd left behind
+
+
+async def test_rotated_trust_bundle_applies_to_new_connections() -> None:
+    old_ca, new_ca = Ca(), Ca("rotated")
+    alice = certified(old_ca, ALICE)
+    bob_new = certified(new_ca, BOB)
+    # Before the rotation Alice does not trust Bob's new root.
+    hs = await handshake(bob_new.server_context(), alice.client_context())
+    assert hs.client is None
+    await hs.aclose()
+    # The rotated bundle holds both roots: new connections trust both, and
+    # Alice's current certificate (old root) stays usable.
+    generation = alice.generation
+    alice.set_trust_anchors(old_ca.anchors_pem + new_ca.anchors_pem)
+    assert alice.generation == generation + 1
+    hs = await handshake(bob_new.server_context(), alice.client_context())
+    assert hs.client is not None, hs.client_error
+    await hs.aclose()
+    with pytest.raises(InvalidIdentityCertificate):
+        alice.set_trust_anchors("not a certificate")
