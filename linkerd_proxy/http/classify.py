@@ -22,6 +22,7 @@ The default classification is the reference's (``linkerd/app/core/src/classify.r
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 import attrs
 
@@ -63,7 +64,7 @@ _H2_REASONS = (
 )
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Class:
     """A classified response (or error).
 
@@ -167,8 +168,9 @@ class Classify:
 
     @classmethod
     def for_request(cls, headers: Iterable[tuple[bytes, bytes]]) -> Classify:
-        """The default classifier for a request with these headers."""
-        return cls(grpc=is_grpc(headers))
+        """The default classifier for a request with these headers (shared
+        instances: a classifier is immutable)."""
+        return _DEFAULT_GRPC if is_grpc(headers) else _DEFAULT_HTTP
 
     def start(self, status: int, headers: Headers) -> ClassifyEos:
         """Classify a response head; the result finishes at the end of the body."""
@@ -177,8 +179,10 @@ class Classify:
             if code is None:
                 return ClassifyEos(None, self.grpc_failures)
             return ClassifyEos(Class(failure=code in self.grpc_failures, grpc_status=code))
-        failure = any(lo <= status <= hi for lo, hi in self.http_failure_ranges)
-        return ClassifyEos(Class(failure=failure))
+        for lo, hi in self.http_failure_ranges:
+            if lo <= status <= hi:
+                return _HTTP_FAILURE
+        return _HTTP_SUCCESS
 
     def classify(self, status: int, headers: Headers, trailers: Headers | None = None) -> Class:
         """Classify a complete response (head and trailers) at once."""
@@ -187,3 +191,10 @@ class Classify:
     def error(self, error: BaseException) -> Class:
         """Classify a call that failed with ``error`` before any response."""
         return classify_error(error)
+
+
+_DEFAULT_HTTP: Final = Classify()
+_DEFAULT_GRPC: Final = Classify(grpc=True)
+# The two outcomes of a plain HTTP classification (immutable, so shared).
+_HTTP_SUCCESS: Final = ClassifyEos(Class(failure=False))
+_HTTP_FAILURE: Final = ClassifyEos(Class(failure=True))

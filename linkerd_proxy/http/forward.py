@@ -27,7 +27,8 @@ from linkerd_proxy.http.loadshed import MaxInFlight
 from linkerd_proxy.http.metrics_layer import NewHttpMetrics
 from linkerd_proxy.http.model import Request, Response, get_ext
 from linkerd_proxy.metrics.http import HttpMetrics, HttpTargetLabels
-from linkerd_proxy.stack import Router, Service, stack
+from linkerd_proxy.stack import Service, stack
+from linkerd_proxy.stack.router import MemoRouter
 from linkerd_proxy.tcp import ConnInfo, ConnMetrics, MeteredStream
 from linkerd_proxy.tcp.forward import Connect
 from linkerd_proxy.transport.backoff import ExponentialBackoff
@@ -122,7 +123,7 @@ def new_forward_service(
         .push(NewHttpMetrics.layer(metrics, labels))
         .push_idle_cached(params.cache_idle_timeout, background)
     )
-    router = Router(cached, forward_target)
+    router = MemoRouter(cached, forward_target)
     if params.max_in_flight is None:
         return router
     return MaxInFlight(router, params.max_in_flight)

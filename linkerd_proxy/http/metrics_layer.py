@@ -21,7 +21,7 @@ without reading or closing it records nothing for it: drivers close bodies.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 import attrs
 import trio
@@ -46,12 +46,23 @@ HttpService = Service[Request, Response]
 
 
 def class_labels(cls: Class) -> HttpClassLabels:
-    """The ``classification,grpc_status,error`` labels of a :class:`Class`."""
-    return HttpClassLabels(
-        Classification.FAILURE if cls.failure else Classification.SUCCESS,
-        cls.grpc_status,
-        cls.error or "",
-    )
+    """The ``classification,grpc_status,error`` labels of a :class:`Class`
+    (memoized: a few classes recur on every request)."""
+    labels = _CLASS_LABELS.get(cls)
+    if labels is None:
+        labels = HttpClassLabels(
+            Classification.FAILURE if cls.failure else Classification.SUCCESS,
+            cls.grpc_status,
+            cls.error or "",
+        )
+        if len(_CLASS_LABELS) < _CLASS_LABELS_MAX:
+            _CLASS_LABELS[cls] = labels
+    return labels
+
+
+# Bounded: error labels come from a fixed set of kinds, but do not trust that.
+_CLASS_LABELS_MAX: Final = 256
+_CLASS_LABELS: Final[dict[Class, HttpClassLabels]] = {}
 
 
 class _MeteredBody(Body):

@@ -157,7 +157,7 @@ class Classification(enum.Enum):
         return f'classification="{self.value}"'
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class HttpClassLabels:
     """``classification,grpc_status,error``; empty values render as ``""``."""
 

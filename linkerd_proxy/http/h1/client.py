@@ -246,7 +246,7 @@ class H1Connection:
         version: h1.HttpVersion = "1.0" if request.version == "HTTP/1.0" else "1.1"
         connect = request.method == "CONNECT"
         upgrade = get_ext(request.extensions, DownstreamUpgrade)
-        tokens = h1.connection_tokens(request.headers)
+        tokens = h1.lower_connection_tokens(request.headers)
         headers: Headers = []
         # Host goes on as the client sent it; only a request that had none (an
         # HTTP/2 one) gets it from its authority, unless that is a default.
@@ -397,7 +397,7 @@ class H1Connection:
                 raise H1ProtocolError("upgrade response to a request that did not ask for one")
             headers = [
                 (k, v)
-                for k, v in h1.strip_hop_by_hop(head.headers)
+                for k, v in h1.lower_strip_hop_by_hop(head.headers)
                 if k not in (b"content-length", b"transfer-encoding")
             ]
             if not connect:
@@ -410,7 +410,7 @@ class H1Connection:
             rsp.extensions[UpstreamUpgrade] = handle
             _keep_reason(rsp, head)
             return rsp
-        headers = h1.strip_hop_by_hop(head.headers)
+        headers = h1.lower_strip_hop_by_hop(head.headers)
         self._keep_alive = head.keep_alive and request.version != "HTTP/1.0"
         if head.framing == "none":
             event = await self._next_event()

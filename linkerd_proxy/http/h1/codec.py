@@ -79,6 +79,34 @@ class RequestHead:
     headers: Headers
     keep_alive: bool
     upgrade: bool
+    #: ``headers`` indexed by name in one pass (name -> values in order), so that the
+    #: per-request checks (host, framing, upgrade, connection, te, expect) do not
+    #: each rescan the list. Built from ``headers`` as given; do not mutate either.
+    fields: dict[bytes, list[bytes]] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "fields", index_fields(self.headers))
+
+    def values(self, name: bytes) -> list[bytes]:
+        """Every value of the lower-case field ``name``, in order (no copy: do not
+        mutate)."""
+        return self.fields.get(name, _NO_VALUES)
+
+
+_NO_VALUES: Final[list[bytes]] = []
+
+
+def index_fields(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, list[bytes]]:
+    """Header fields with lower-case names (as the codecs produce them) grouped by
+    name in one pass: name -> values, in order."""
+    index: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        values = index.get(name)
+        if values is None:
+            index[name] = [value]
+        else:
+            values.append(value)
+    return index
 
 
 @attrs.frozen
@@ -457,11 +485,31 @@ def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     return [(name, value) for name, value in fields if name.lower() not in drop]
 
 
+_NO_TOKENS: Final[frozenset[bytes]] = frozenset()
+
+
+def lower_connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """:func:`connection_tokens` for fields whose names are already lower case (the
+    codecs' heads and the request/response model): no per-field case folding."""
+    values = [value for key, value in headers if key == b"connection"]
+    if not values:
+        return _NO_TOKENS
+    return frozenset(t.strip().lower() for v in values for t in v.split(b",") if t.strip())
+
+
+def lower_strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """:func:`strip_hop_by_hop` for fields whose names are already lower case."""
+    fields = headers if isinstance(headers, list) else list(headers)
+    tokens = lower_connection_tokens(fields)
+    drop = HOP_BY_HOP_HEADERS | tokens if tokens else HOP_BY_HOP_HEADERS
+    return [(name, value) for name, value in fields if name not in drop]
+
+
 def expects_continue(head: RequestHead) -> bool:
     """Whether the client waits for ``100 Continue`` before sending the body."""
     if head.version != "1.1":
         return False
-    return any(v.strip().lower() == b"100-continue" for v in header_values(head.headers, b"expect"))
+    return any(v.strip().lower() == b"100-continue" for v in head.values(b"expect"))
 
 
 @attrs.frozen

@@ -365,8 +365,8 @@ class _Connection:
                 await lot.park()
 
     def _new_body(self, head: h1.RequestHead) -> PipeBody:
-        lengths = h1.header_values(head.headers, b"content-length")
-        chunked = bool(h1.header_values(head.headers, b"transfer-encoding"))
+        lengths = head.values(b"content-length")
+        chunked = bool(head.values(b"transfer-encoding"))
         length = int(lengths[0]) if lengths and not chunked else None
         if h1.expects_continue(head):
             return _ContinueBody(content_length=length, limit=self.settings.body_buffer)
@@ -456,17 +456,10 @@ class _Connection:
 
 
 def _has_body(head: h1.RequestHead) -> bool:
-    if h1.header_values(head.headers, b"transfer-encoding"):
+    if head.values(b"transfer-encoding"):
         return True
-    return any(
-        v.strip() not in (b"0", b"") for v in h1.header_values(head.headers, b"content-length")
-    )
+    return any(v.strip() not in (b"0", b"") for v in head.values(b"content-length"))
 
 
 def _te_tokens(head: h1.RequestHead) -> set[bytes]:
-    return {
-        t.strip().lower()
-        for v in h1.header_values(head.headers, b"te")
-        for t in v.split(b",")
-        if t.strip()
-    }
+    return {t.strip().lower() for v in head.values(b"te") for t in v.split(b",") if t.strip()}

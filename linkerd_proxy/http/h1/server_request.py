@@ -73,7 +73,7 @@ def build_request(head: h1.RequestHead, extensions: dict[type, object]) -> tuple
     method = _ascii(head.method, "method")
     target = head.target
     version: Version = "HTTP/1.0" if head.version == "1.0" else "HTTP/1.1"
-    hosts = h1.header_values(head.headers, b"host")
+    hosts = head.values(b"host")
     if len(hosts) > 1:
         raise BadRequest("more than one Host field")
     host = _ascii(hosts[0].strip(), "Host") if hosts else None
@@ -95,13 +95,13 @@ def build_request(head: h1.RequestHead, extensions: dict[type, object]) -> tuple
         scheme, authority, path = _split_absolute(target)
         absolute = True
 
-    upgrade_values = h1.header_values(head.headers, b"upgrade")
+    upgrade_values = head.values(b"upgrade")
     tokens = {t.strip().lower() for v in upgrade_values for t in v.split(b",")}
     wants_upgrade = method == "CONNECT" or (
         head.upgrade and version == "HTTP/1.1" and b"h2c" not in tokens and bool(upgrade_values)
     )
     declined = head.upgrade and not wants_upgrade
-    drop = _DROP | h1.connection_tokens(head.headers)
+    drop = _DROP | _tokens(head.values(b"connection"))
     headers: Headers = [(k, v) for k, v in head.headers if k not in drop]
     if method != "CONNECT" and _explicit_zero_length(head):
         headers.append((b"content-length", b"0"))
@@ -125,9 +125,9 @@ def build_request(head: h1.RequestHead, extensions: dict[type, object]) -> tuple
 
 
 def _explicit_zero_length(head: h1.RequestHead) -> bool:
-    if h1.header_values(head.headers, b"transfer-encoding"):
+    if head.values(b"transfer-encoding"):
         return False
-    lengths = h1.header_values(head.headers, b"content-length")
+    lengths = head.values(b"content-length")
     return bool(lengths) and all(v.strip() == b"0" for v in lengths)
 
 
@@ -136,6 +136,12 @@ def synthetic_head(head: h1.RequestHead) -> bytes:
     re-parse the body of a declined upgrade request."""
     out = [b"POST / HTTP/%s\r\n" % head.version.encode("ascii")]
     for name in (b"content-length", b"transfer-encoding"):
-        out.extend(b"%s: %s\r\n" % (name, v) for v in h1.header_values(head.headers, name))
+        out.extend(b"%s: %s\r\n" % (name, v) for v in head.values(name))
     out.append(b"\r\n")
     return b"".join(out)
+
+
+def _tokens(values: list[bytes]) -> frozenset[bytes]:
+    if not values:
+        return frozenset()
+    return frozenset(t.strip().lower() for v in values for t in v.split(b",") if t.strip())

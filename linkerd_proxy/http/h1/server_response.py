@@ -115,7 +115,8 @@ class ResponseWriter:
         status = response.status
         body = response.body
         has_body = h1.response_has_body(head.method, status)
-        drop = h1.HOP_BY_HOP_HEADERS | h1.connection_tokens(response.headers)
+        tokens = h1.lower_connection_tokens(response.headers)
+        drop = h1.HOP_BY_HOP_HEADERS | tokens if tokens else h1.HOP_BY_HOP_HEADERS
         headers: Headers = [(k, v) for k, v in response.headers if k not in drop]
         length: int | None = None
         chunked = False
