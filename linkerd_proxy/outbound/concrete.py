@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -127,6 +127,35 @@ class Failing(Generic[Req, Rsp]):
         raise BackendFailed(self.message)
 
 
+def _new_balanced(
+    client: ControlClient,
+    context_token: str,
+    endpoint_for: Callable[[NameAddr], NewService[Endpoint[EndpointMeta], Service[Req, Rsp]]],
+    balancer: Callable[[EndpointPool[EndpointMeta, Service[Req, Rsp]]], Any],
+    *,
+    ewma: EwmaConfig,
+    queue_capacity: int,
+    failfast_timeout: float,
+    background: trio.Nursery,
+) -> Callable[[NameAddr], Balanced[Req, Rsp]]:
+    def new(name: NameAddr) -> Balanced[Req, Rsp]:
+        pool: EndpointPool[EndpointMeta, Service[Req, Rsp]] = EndpointPool(
+            endpoint_for(name), ewma=ewma
+        )
+        return Balanced(
+            name,
+            client,
+            context_token,
+            pool,
+            balancer(pool),
+            queue_capacity=queue_capacity,
+            failfast_timeout=failfast_timeout,
+            background=background,
+        )
+
+    return new
+
+
 def new_balanced_http(
     client: ControlClient,
     context_token: str,
@@ -137,24 +166,17 @@ def new_balanced_http(
     failfast_timeout: float,
     background: trio.Nursery,
 ) -> Callable[[NameAddr], Balanced[Req, Rsp]]:
-    """A NewService: name -> HTTP balancer (P2C over PeakEWMA)."""
-
-    def new(name: NameAddr) -> Balanced[Req, Rsp]:
-        pool: EndpointPool[EndpointMeta, Service[Req, Rsp]] = EndpointPool(
-            endpoint_for(name), ewma=ewma
-        )
-        return Balanced(
-            name,
-            client,
-            context_token,
-            pool,
-            Balancer(pool),  # type: ignore[arg-type]
-            queue_capacity=queue_capacity,
-            failfast_timeout=failfast_timeout,
-            background=background,
-        )
-
-    return new
+    """A NewService: name -> HTTP balancer (P2C over PeakEWMA, per request)."""
+    return _new_balanced(
+        client,
+        context_token,
+        endpoint_for,
+        Balancer,  # type: ignore[arg-type]  # HTTP: Req/Rsp are Request/Response
+        ewma=ewma,
+        queue_capacity=queue_capacity,
+        failfast_timeout=failfast_timeout,
+        background=background,
+    )
 
 
 def new_balanced_tcp(
@@ -168,20 +190,13 @@ def new_balanced_tcp(
     background: trio.Nursery,
 ) -> Callable[[NameAddr], Balanced[Req, Rsp]]:
     """A NewService: name -> TCP balancer (P2C per connection)."""
-
-    def new(name: NameAddr) -> Balanced[Req, Rsp]:
-        pool: EndpointPool[EndpointMeta, Service[Req, Rsp]] = EndpointPool(
-            endpoint_for(name), ewma=ewma
-        )
-        return Balanced(
-            name,
-            client,
-            context_token,
-            pool,
-            TcpBalancer(pool),
-            queue_capacity=queue_capacity,
-            failfast_timeout=failfast_timeout,
-            background=background,
-        )
-
-    return new
+    return _new_balanced(
+        client,
+        context_token,
+        endpoint_for,
+        TcpBalancer,
+        ewma=ewma,
+        queue_capacity=queue_capacity,
+        failfast_timeout=failfast_timeout,
+        background=background,
+    )
