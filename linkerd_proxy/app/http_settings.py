@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from linkerd_proxy.app.config import Config, H2ClientConfig, H2ServerConfig
+from linkerd_proxy.app.config import (
+    Config,
+    H2ClientConfig,
+    H2ServerConfig,
+    InboundConfig,
+    OutboundConfig,
+)
 from linkerd_proxy.app.shutdown import Shutdown
+from linkerd_proxy.http.forward import ForwardParams
 from linkerd_proxy.http.h1.server import H1ServerSettings
 from linkerd_proxy.http.h2.settings import H2ClientSettings, H2ServerSettings
 from linkerd_proxy.http.serve import HttpServerParams
+from linkerd_proxy.tcp import dialer
+from linkerd_proxy.transport.backoff import ExponentialBackoff
 
 
 def h2_server_settings(cfg: H2ServerConfig) -> H2ServerSettings:
@@ -48,4 +57,24 @@ def server_params(config: Config, *, inbound: bool, drain: Shutdown) -> HttpServ
         ),
         h2=h2_server_settings(h2),
         drain=drain,
+    )
+
+
+def forward_params(
+    direction: InboundConfig | OutboundConfig,
+    h2_client: H2ClientSettings,
+    *,
+    max_in_flight: int | None,
+) -> ForwardParams:
+    """How a direction forwards HTTP to an address (``http.forward``), from its config."""
+    c = direction.connect
+    return ForwardParams(
+        dial=dialer(timeout=c.timeout, keepalive=c.keepalive, user_timeout=c.user_timeout),
+        max_idle=direction.max_idle_conns_per_endpoint,
+        pool_idle_timeout=direction.http1_pool_idle_timeout,
+        cache_idle_timeout=direction.discovery_idle_timeout,
+        max_in_flight=max_in_flight,
+        h2=h2_client,
+        connect_backoff=ExponentialBackoff(c.backoff.min, c.backoff.max, c.backoff.jitter),
+        failfast_timeout=direction.http_failfast_timeout,
     )

@@ -19,9 +19,10 @@ import trio
 
 from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.app.config import InboundConfig
+from linkerd_proxy.app.http_settings import forward_params
 from linkerd_proxy.errors import Unauthorized
 from linkerd_proxy.http.errors import RespondErrors, inbound_error_kind
-from linkerd_proxy.http.forward import ForwardParams, ForwardTarget, new_forward_service
+from linkerd_proxy.http.forward import ForwardTarget, new_forward_service
 from linkerd_proxy.http.h2.settings import H2ClientSettings
 from linkerd_proxy.http.model import Request, Response
 from linkerd_proxy.http.normalize import NormalizeUri
@@ -38,8 +39,7 @@ from linkerd_proxy.metrics.labels import (
 )
 from linkerd_proxy.metrics.tcp import InboundConnectLabels, TcpMetrics
 from linkerd_proxy.stack import Service
-from linkerd_proxy.tcp import ConnMetrics, dialer
-from linkerd_proxy.transport.backoff import ExponentialBackoff
+from linkerd_proxy.tcp import ConnMetrics
 
 HttpService = Service[Request, Response]
 
@@ -68,21 +68,7 @@ class InboundHttp:
     ) -> None:
         self.config = config
         self.errors = errors
-        c = config.connect
-        params = ForwardParams(
-            dial=dialer(timeout=c.timeout, keepalive=c.keepalive, user_timeout=c.user_timeout),
-            max_idle=config.max_idle_conns_per_endpoint,
-            pool_idle_timeout=config.http1_pool_idle_timeout,
-            cache_idle_timeout=config.discovery_idle_timeout,
-            max_in_flight=config.max_in_flight,
-            h2=h2_client,
-            connect_backoff=ExponentialBackoff(
-                config.connect.backoff.min,
-                config.connect.backoff.max,
-                config.connect.backoff.jitter,
-            ),
-            failfast_timeout=config.http_failfast_timeout,
-        )
+        params = forward_params(config, h2_client, max_in_flight=config.max_in_flight)
         # Every connection to the app shares one connect-side series (the
         # reference labels it by direction, peer and TLS only).
         app_labels = InboundConnectLabels()

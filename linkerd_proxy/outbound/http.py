@@ -24,6 +24,7 @@ import trio
 
 from linkerd_proxy.addrs import NameAddr, SocketAddr
 from linkerd_proxy.app.config import OutboundConfig
+from linkerd_proxy.app.http_settings import forward_params
 from linkerd_proxy.balance import Endpoint, EwmaConfig
 from linkerd_proxy.discovery.endpoint import EndpointMeta, ProtocolHint
 from linkerd_proxy.http.endpoint import HttpEndpoint
@@ -46,8 +47,7 @@ from linkerd_proxy.outbound.endpoint_connect import EndpointConnector
 from linkerd_proxy.outbound.logical import LogicalHttp
 from linkerd_proxy.outbound.require_id import RequireIdentity
 from linkerd_proxy.stack import Service, stack
-from linkerd_proxy.tcp import ConnMetrics, MeteredStream, dialer
-from linkerd_proxy.transport.backoff import ExponentialBackoff
+from linkerd_proxy.tcp import ConnMetrics, MeteredStream
 from linkerd_proxy.transport.header import SessionProtocol
 
 HttpService = Service[Request, Response]
@@ -78,21 +78,7 @@ class OutboundHttp:
     ) -> None:
         self.config = config
         self.errors = errors
-        c = config.connect
-        params = ForwardParams(
-            dial=dialer(timeout=c.timeout, keepalive=c.keepalive, user_timeout=c.user_timeout),
-            max_idle=config.max_idle_conns_per_endpoint,
-            pool_idle_timeout=config.http1_pool_idle_timeout,
-            cache_idle_timeout=config.discovery_idle_timeout,
-            max_in_flight=None,
-            h2=h2_client,
-            connect_backoff=ExponentialBackoff(
-                config.connect.backoff.min,
-                config.connect.backoff.max,
-                config.connect.backoff.jitter,
-            ),
-            failfast_timeout=config.http_failfast_timeout,
-        )
+        params = forward_params(config, h2_client, max_in_flight=None)
 
         def connect_metrics(target: ForwardTarget) -> ConnMetrics:
             return tcp.connect(OutboundConnectLabels(TargetAddrLabels(target.addr)))
