@@ -144,11 +144,10 @@ class InboundServer:
         if orig.port in self.config.ports_disable_protocol_detection:
             await self._forward_tcp(stream, client, orig, b"", NoServerTls.PORT_SKIPPED)
             return
-        buffered = b""
         if self.identity is not None:
             await self._serve_tls_detected(stream, client, orig)
             return
-        await self._serve_plaintext(stream, client, orig, buffered)
+        await self._serve_plaintext(stream, client, orig, b"")
 
     async def _serve_tls_detected(
         self, stream: trio.SocketStream, client: SocketAddr, orig: SocketAddr

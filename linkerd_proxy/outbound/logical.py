@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 import trio
 
@@ -77,31 +77,6 @@ class Discoveries:
 
         self.cache: IdleCache[SocketAddr, Discovery] = IdleCache(new, idle)
         background.start_soon(self.cache.serve)
-
-
-class Backends(Generic[Req, Rsp]):
-    """The service of each backend, for one protocol.
-
-    Args:
-        balanced: name -> balancer service (an idle-cached NewService).
-        forward: the forwarding service (it reads the address from the request,
-            HTTP) or a NewService address -> service (TCP).
-    """
-
-    def __init__(
-        self,
-        balanced: Callable[[NameAddr], Service[Req, Rsp]],
-        forward: Callable[[SocketAddr], Service[Req, Rsp]],
-    ) -> None:
-        self._balanced = balanced
-        self._forward = forward
-
-    def service(self, backend: BackendRef) -> Service[Req, Rsp]:
-        if isinstance(backend, BalanceTo):
-            return self._balanced(backend.name)
-        if isinstance(backend, ForwardTo):
-            return self._forward(backend.addr)
-        return Failing(backend.message)
 
 
 class LogicalHttp:

@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 
 #: Opens a connection to an address (``transport.connect`` with options bound).
 Connect = Callable[[SocketAddr], Awaitable[trio.SocketStream]]
-#: Opens a connection to a fixed endpoint (TLS and headers included when meshed).
-StreamConnect = Callable[[], Awaitable[trio.abc.Stream]]
 
 
 def dialer(
