@@ -4,7 +4,9 @@ The middle of the benchmark: ``bench/run.py`` decides the order (rounds alternat
 systems), this module switches the iptables mode, runs the load tool inside pod A
 with a hard time limit, charges the CPU the system's processes used, and returns a
 record from ``bench/report.py``. A failing round never raises: it is recorded, and
-for our proxy an HTTP/2 failure is recorded as "not supported yet".
+for our proxy an HTTP/2 failure is recorded as "not supported yet". A gRPC round
+starts with one call checked for ``grpc-status: 0``; a ``proxy-mtls`` round is
+rejected unless pod B's proxy counted its traffic as mTLS (``bench/verify.py``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import time
 
 import attrs
 
-from bench import procstat
+from bench import configs, mesh, procstat
 from bench.catalog import PROXY_SYSTEMS, Case
 from bench.parse import LoadResult, ParseError, parse_bulk, parse_h2load, parse_wrk
 from bench.summary import NOT_SUPPORTED, OK, Record, round_record
 from bench.systems import Kind, World, mode_of, tool_command
+from bench.verify import grpc_reply_problem, mtls_problem
 
 
 @attrs.frozen
@@ -42,11 +45,18 @@ class Settings:
 def _kind(case: Case) -> Kind:
     if case.tool == "wrk":
         return "h1"
-    return "h2" if case.tool == "h2load" else "bulk"
+    if case.tool == "h2load":
+        return "grpc" if case.grpc else "h2"
+    return "bulk"
 
 
-def load_command(case: Case, target: str, settings: Settings) -> tuple[list[str], float]:
-    """The load generator's argv for ``case`` against ``target``, and its time limit."""
+def load_command(
+    case: Case, target: str, settings: Settings, grpc_request: str = ""
+) -> tuple[list[str], float]:
+    """The load generator's argv for ``case`` against ``target``, and its time limit.
+
+    ``grpc_request`` is the file a gRPC case POSTs (one gRPC frame).
+    """
     secs = max(1, round(settings.duration))
     if case.tool == "wrk":
         argv = ["wrk", "-t1", f"-c{case.connections}", f"-d{secs}s", "--latency",
@@ -56,6 +66,9 @@ def load_command(case: Case, target: str, settings: Settings) -> tuple[list[str]
         argv = ["h2load", "-t1", f"-c{case.connections}", f"-m{case.streams}",
                 f"--duration={secs}", "--warm-up-time=500ms",
                 "--connection-inactivity-timeout=5", f"http://{target}{case.path}"]  # fmt: skip
+        if case.grpc:
+            argv[-1:-1] = ["-d", grpc_request, "-H", "content-type: application/grpc",
+                           "-H", "te: trailers"]  # fmt: skip
         return argv, secs + 20
     # At least 50 MB/s, or it counts as failed.
     limit = settings.bulk_bytes / 50e6 + 10
@@ -85,9 +98,31 @@ def check_result(case: Case, result: LoadResult, settings: Settings) -> str | No
     return None
 
 
-def _failure(case: Case, system: str, detail: str) -> Record:
-    status = NOT_SUPPORTED if system in PROXY_SYSTEMS and case.is_http2 else "failed"
+def _failure(case: Case, system: str, detail: str, status: str = "") -> Record:
+    if not status:
+        status = NOT_SUPPORTED if system in PROXY_SYSTEMS and case.is_http2 else "failed"
     return round_record(None, status=status, detail=detail[-2000:])
+
+
+def grpc_call_problem(world: World, target: str, path: str) -> str | None:
+    """Make one gRPC call from pod A (``nghttp -v``, h2c prior knowledge); why it did
+    not succeed (status 200, the frame, then a ``grpc-status: 0`` trailer), or ``None``."""
+    argv = ["nghttp", "-v", "-t", "5", "-d", world.grpc_request, "-H",
+            "content-type: application/grpc", "-H", "te: trailers",
+            f"http://{target}{path}"]  # fmt: skip
+    try:
+        proc = subprocess.run(world.a.command(argv), capture_output=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return "nghttp did not finish within 15s"
+    if proc.returncode != 0:
+        out = (proc.stdout + proc.stderr)[-800:].decode(errors="replace")
+        return f"nghttp exit {proc.returncode}: {out}"
+    return grpc_reply_problem(proc.stdout, configs.GRPC_FRAME)
+
+
+def _pod_b_metrics(world: World) -> str:
+    status, body = world.mtls_proxies[1].get("/metrics")
+    return body if status == 200 else ""
 
 
 def run_round(world: World, case: Case, system: str, settings: Settings) -> Record:
@@ -97,7 +132,14 @@ def run_round(world: World, case: Case, system: str, settings: Settings) -> Reco
         label = "not runnable" if system in PROXY_SYSTEMS else "failed"
         return round_record(None, status=label, detail=why)
     world.set_mode(mode_of(system))
-    argv, limit = load_command(case, world.target(system, _kind(case)), settings)
+    target = world.target(system, _kind(case))
+    if case.grpc:
+        problem = grpc_call_problem(world, target, case.path)
+        if problem is not None:
+            return _failure(case, system, f"a gRPC call failed: {problem}")
+    argv, limit = load_command(case, target, settings, world.grpc_request)
+    mtls = system == "proxy-mtls"
+    metrics_before = _pod_b_metrics(world) if mtls else ""
     pids = world.pids(system)
     before = [procstat.cpu_seconds([pid]) for pid in pids]
     try:
@@ -117,6 +159,16 @@ def run_round(world: World, case: Case, system: str, settings: Settings) -> Reco
     if problem is None and system in PROXY_SYSTEMS and min(used, default=0.0) <= 0:
         # A proxy that used no CPU was bypassed (e.g. iptables rules not in force).
         problem = "a proxy used no CPU: traffic did not pass through it"
+    if problem is None and mtls:
+        problem = mtls_problem(
+            metrics_before,
+            _pod_b_metrics(world),
+            client_id=mesh.A_ID,
+            min_conns=1 if case.tool == "bulk" else 0,
+            min_requests=result.requests,
+        )
+        if problem is not None:
+            return _failure(case, system, f"not mTLS: {problem}", status="not mTLS")
     if problem is not None:
         return _failure(case, system, f"{problem}: {output[-1000:]}")
     return round_record(result, cpu_s=cpu, status=OK)

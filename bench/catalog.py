@@ -22,14 +22,18 @@ SYSTEMS: dict[str, str] = {
     "haproxy-tcp": "haproxy mode tcp",
     "proxy": "linkerd-proxy (outbound)",
     "proxy-mesh": "linkerd-proxy x2 (outbound -> inbound)",
+    "nginx-grpc": "nginx x2, gRPC over mTLS (grpc_pass grpcs://)",
+    "proxy-mtls": "linkerd-proxy x2, mTLS (identity, discovery)",
 }
 
 #: The systems that are this project's proxy (their failures are recorded, not fatal).
-PROXY_SYSTEMS = ("proxy", "proxy-mesh")
+PROXY_SYSTEMS = ("proxy", "proxy-mesh", "proxy-mtls")
+#: The systems whose traffic between the pods is mTLS (only the mTLS cases use them).
+MTLS_SYSTEMS = ("nginx-grpc", "proxy-mtls")
 #: The proxies whose memory is measured (idle RSS, RSS per 1,000 idle connections).
 MEMORY_SYSTEMS = ("nginx", "haproxy", "nginx-stream", "haproxy-tcp", "proxy")
 
-_ALL = tuple(SYSTEMS)
+_ALL = tuple(s for s in SYSTEMS if s not in MTLS_SYSTEMS)
 
 
 @attrs.frozen
@@ -44,6 +48,8 @@ class Case:
         connections: concurrent connections (h2load: clients).
         streams: concurrent streams per connection (h2load ``-m``).
         systems: the systems it runs against, in order.
+        grpc: an h2load case that POSTs a gRPC request frame to ``path``
+            (``content-type: application/grpc``, ``te: trailers``) instead of a GET.
     """
 
     id: str
@@ -53,6 +59,7 @@ class Case:
     connections: int = 16
     streams: int = 1
     systems: tuple[str, ...] = _ALL
+    grpc: bool = False
 
     @property
     def is_http2(self) -> bool:
@@ -72,6 +79,22 @@ CASES: tuple[Case, ...] = (
         "bulk",
         connections=1,
         systems=("direct", "nginx-stream", "haproxy-tcp", "proxy"),
+    ),
+    Case(
+        "tcp_bulk_mtls",
+        "TCP bulk copy over mTLS",
+        "bulk",
+        connections=1,
+        systems=("direct", "proxy-mtls"),
+    ),
+    Case(
+        "grpc_unary_mtls",
+        "gRPC unary c16 m10, mTLS between the pods",
+        "h2load",
+        path="/bench.Echo/Unary",
+        streams=10,
+        systems=("direct", "nginx-grpc", "proxy-mtls"),
+        grpc=True,
     ),
 )
 

@@ -14,6 +14,16 @@ import attrs
 BACKEND_H1_PORT = 80
 BACKEND_H2_PORT = 8080
 SINK_PORT = 5001
+#: Pod B's nginx that terminates mTLS for the gRPC case (on pod B's IP).
+GRPC_TLS_PORT = 8443
+#: Pod A's nginx that takes h2c for the gRPC case and speaks gRPC over mTLS to pod B.
+GRPC_FRONT_PORT = 8131
+
+#: The gRPC method the backend answers (POST only; nginx serves a static frame).
+GRPC_PATH = "/bench.Echo/Unary"
+#: One gRPC message frame (uncompressed, 4 bytes: protobuf field 1 = "ok"); the
+#: request h2load sends and the response the backend returns.
+GRPC_FRAME = b"\x00\x00\x00\x00\x04\x0a\x02ok"
 
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
@@ -56,7 +66,17 @@ _NGINX_HTTP_COMMON = """\
 
 
 def nginx_backend(dir: str, www: str) -> str:
-    """The backend in pod B: ``/ok`` (2 bytes) and ``/64k`` over HTTP/1.1 and h2c."""
+    """The backend in pod B: ``/ok`` (2 bytes) and ``/64k`` over HTTP/1.1 and h2c.
+
+    Also a gRPC unary method at :data:`GRPC_PATH`: the static file of that name in
+    ``www`` (a :data:`GRPC_FRAME`) as ``application/grpc`` with a ``grpc-status: 0``
+    trailer. Static files refuse POST with 405; ``error_page 405 =200`` serves the
+    file instead (an internal redirect, as GET). ``mirror`` makes nginx read the
+    whole request body before it answers, as a gRPC server does. Without it the
+    nginx pair failed ~1.5% of the calls with 502 ("upstream sent frame for unknown
+    stream" in pod A's log, on a reused connection): an answer that comes before
+    the request's end leaves a late frame of the finished stream.
+    """
     name = "backend"
     return (
         _NGINX_COMMON.format(dir=dir, name=name)
@@ -71,6 +91,18 @@ def nginx_backend(dir: str, www: str) -> str:
         root {www};
         location = /ok {{ default_type text/plain; return 200 "ok"; }}
         location / {{ }}
+        location = {GRPC_PATH} {{
+            mirror /_read_body;
+            error_page 405 =200 /_grpc_reply;
+        }}
+        location = /_read_body {{ internal; return 204; }}
+        location = /_grpc_reply {{
+            internal;
+            types {{ }}
+            default_type application/grpc;
+            alias {www}{GRPC_PATH};
+            add_trailer grpc-status 0;
+        }}
     }}
 }}
 """
@@ -174,3 +206,80 @@ def haproxy_tcp(backend_ip: str) -> str:
         for name, front, back in pairs
     )
     return _HAPROXY_COMMON.format(mode="tcp") + listens
+
+
+@attrs.frozen
+class TlsFiles:
+    """PEM files for one side of nginx's mTLS: a chain (leaf, issuer), its key, the root."""
+
+    chain: str
+    key: str
+    roots: str
+
+
+def nginx_grpc_front(dir: str, backend_ip: str, tls: TlsFiles, server_name: str) -> str:
+    """nginx in pod A for the gRPC case: h2c in, gRPC over mTLS to pod B's nginx.
+
+    It presents a client certificate from the test CA and verifies pod B's
+    certificate for ``server_name`` (the identity pod B's proxy has).
+    """
+    name = "nginx-grpc-a"
+    return (
+        _NGINX_COMMON.format(dir=dir, name=name)
+        + "http {\n"
+        + _NGINX_HTTP_COMMON.format(dir=dir, name=name)
+        + f"""\
+    upstream grpc_b {{
+        server {backend_ip}:{GRPC_TLS_PORT};
+        keepalive 512;
+        keepalive_requests 100000000;
+        keepalive_timeout 600s;
+    }}
+    server {{
+        listen 127.0.0.1:{GRPC_FRONT_PORT} http2 backlog=4096;
+        location / {{
+            grpc_pass grpcs://grpc_b;
+            grpc_ssl_certificate {tls.chain};
+            grpc_ssl_certificate_key {tls.key};
+            grpc_ssl_trusted_certificate {tls.roots};
+            grpc_ssl_verify on;
+            grpc_ssl_verify_depth 3;
+            grpc_ssl_name {server_name};
+            grpc_ssl_server_name on;
+            grpc_ssl_session_reuse on;
+            grpc_ssl_protocols TLSv1.3;
+        }}
+    }}
+}}
+"""
+    )
+
+
+def nginx_grpc_back(dir: str, pod_ip: str, tls: TlsFiles) -> str:
+    """nginx in pod B for the gRPC case: gRPC over mTLS in (client certificates
+    required, from the test CA), h2c to the backend's h2c port."""
+    name = "nginx-grpc-b"
+    return (
+        _NGINX_COMMON.format(dir=dir, name=name)
+        + "http {\n"
+        + _NGINX_HTTP_COMMON.format(dir=dir, name=name)
+        + f"""\
+    upstream backend_h2 {{
+        server 127.0.0.1:{BACKEND_H2_PORT};
+        keepalive 512;
+        keepalive_requests 100000000;
+        keepalive_timeout 600s;
+    }}
+    server {{
+        listen {pod_ip}:{GRPC_TLS_PORT} ssl http2 backlog=4096;
+        ssl_certificate {tls.chain};
+        ssl_certificate_key {tls.key};
+        ssl_client_certificate {tls.roots};
+        ssl_verify_client on;
+        ssl_verify_depth 3;
+        ssl_protocols TLSv1.3;
+        location / {{ grpc_pass grpc://backend_h2; }}
+    }}
+}}
+"""
+    )

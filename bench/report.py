@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.catalog import CASES, SYSTEMS, case_by_id
+from bench.catalog import CASES, MTLS_SYSTEMS, PROXY_SYSTEMS, SYSTEMS, Case, case_by_id
 from bench.summary import OK, Doc, Record, fmt_num, ratio, value
 from bench.targets import evaluate_targets
 
@@ -66,7 +66,7 @@ def _h1_table(doc: Doc) -> list[str]:
         f"RSS +{conns:,} conns", "peak RSS",
     ]  # fmt: skip
     rows = []
-    for system, label in SYSTEMS.items():
+    for system, label in _plain_systems():
         peak = doc.get("peak_rss_mib", {}).get(system)
         rows.append([
             label,
@@ -93,34 +93,72 @@ def _h2_table(doc: Doc) -> list[str]:
             _cell(doc, "h2_64k_m10", system, "rps"),
             _cell(doc, "h2_small_m10", system, "cpu_per_10k"),
         ]
-        for system, label in SYSTEMS.items()
+        for system, label in _plain_systems()
     ]
+    return _table(header, rows)
+
+
+def _plain_systems() -> list[tuple[str, str]]:
+    """The systems of the HTTP/1, HTTP/2 and plaintext TCP tables."""
+    return [(s, label) for s, label in SYSTEMS.items() if s not in MTLS_SYSTEMS]
+
+
+def _mtls_table(doc: Doc) -> list[str]:
+    header = [
+        "system", "TCP bulk over mTLS MB/s", "CPU s / GiB (bulk)", "gRPC unary req/s",
+        "CPU s / 10k (gRPC)", "peak RSS",
+    ]  # fmt: skip
+    rows = []
+    for system in ("direct", *MTLS_SYSTEMS):
+        peak = doc.get("peak_rss_mib", {}).get(system)
+        rows.append([
+            SYSTEMS[system],
+            _cell(doc, "tcp_bulk_mtls", system, "mb_s") or "-",
+            _cell(doc, "tcp_bulk_mtls", system, "cpu_per_gib") or "-",
+            _cell(doc, "grpc_unary_mtls", system, "rps") or "-",
+            _cell(doc, "grpc_unary_mtls", system, "cpu_per_10k") or "-",
+            "-" if peak is None or system == "direct" else f"{peak:.1f} MiB",
+        ])  # fmt: skip
     return _table(header, rows)
 
 
 _REFERENCES = {"nginx": ("nginx", "nginx-stream"), "haproxy": ("haproxy", "haproxy-tcp")}
 
 
+def reference_system(case: Case, name: str) -> str | None:
+    """The system that stands for ``name`` (nginx, haproxy) in ``case``, if any.
+
+    HTTP cases compare with the HTTP modes, the plaintext bulk copy with the stream
+    modes, the gRPC case with the nginx pair doing the same mTLS job; nothing does
+    the mTLS bulk copy's job (it is compared with direct only).
+    """
+    if case.grpc:
+        return "nginx-grpc" if name == "nginx" else None
+    if case.id == "tcp_bulk_mtls":
+        return None
+    http_sys, tcp_sys = _REFERENCES[name]
+    return tcp_sys if case.tool == "bulk" else http_sys
+
+
 def ratio_rows(doc: Doc) -> list[Record]:
     """Each proxy system's figure in each case against direct, nginx and haproxy.
 
-    The reference for HTTP cases is the HTTP mode (nginx reverse proxy, haproxy
-    mode http); for the TCP bulk copy the stream modes. Latency ratios are of p50
+    The references come from :func:`reference_system`. Latency ratios are of p50
     and p99 (lower is better); the others of req/s or MB/s (higher is better).
     """
     rows: list[Record] = []
     for case in CASES:
         keys = ["p50_ms", "p99_ms"] if case.connections == 1 and case.tool == "wrk" else []
         keys = keys or (["mb_s"] if case.tool == "bulk" else ["rps"])
-        for system in ("proxy", "proxy-mesh"):
+        for system in PROXY_SYSTEMS:
             if system not in case.systems:
                 continue
             for key in keys:
                 mine = value(doc, case.id, system, key)
                 refs = {"direct": value(doc, case.id, "direct", key)}
-                for name, (http_sys, tcp_sys) in _REFERENCES.items():
-                    ref_sys = tcp_sys if case.tool == "bulk" else http_sys
-                    refs[name] = value(doc, case.id, ref_sys, key)
+                for name in _REFERENCES:
+                    ref_sys = reference_system(case, name)
+                    refs[name] = None if ref_sys is None else value(doc, case.id, ref_sys, key)
                 entry = doc.get("cases", {}).get(case.id, {}).get(system, {})
                 rows.append({
                     "case": case.id,
@@ -189,6 +227,17 @@ def render_markdown(doc: Doc) -> str:
         "",
     ]
     lines += _h2_table(doc)
+    lines += [
+        "",
+        "## mTLS between the pods (two proxies, identities from one test CA)",
+        "",
+        "TCP: one connection copies the bulk size through proxy A, mTLS (transport "
+        "header), proxy B. gRPC: h2load -t1 -c16 -m10 POSTs a gRPC frame; nginx: h2c "
+        "in, grpc_pass grpcs:// with a client certificate, nginx in pod B verifies it "
+        "and passes h2c to the backend. CPU of both proxies (both nginx).",
+        "",
+    ]
+    lines += _mtls_table(doc)
     lines += ["", "## Ratios (same run)", ""]
     lines += _ratio_table(doc)
     lines += ["", "## Targets (BENCH.md)", ""]

@@ -43,6 +43,7 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("haproxy", "haproxy"),
     ("wrk", "wrk"),
     ("h2load", "nghttp2-client"),
+    ("nghttp", "nghttp2-client"),
     ("curl", "curl"),
     ("iptables", "iptables"),
     ("ip", "iproute2"),
@@ -124,9 +125,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> Doc:
     doc: Doc = {"meta": _meta(args, settings), "cases": {}, "memory": {}, "peak_rss_mib": {}}
     notes: list[str] = []
     with open_world(with_proxy=not args.no_proxy) as world:
-        if world.proxy_error:
-            notes.append(world.proxy_error[:500])
-            print(f"warning: {world.proxy_error[:2000]}", file=sys.stderr)
+        errors = (world.proxy_error, world.mtls_error, *world.start_errors.values())
+        for error in dict.fromkeys(e for e in errors if e):  # once each, in order
+            notes.append(error[:500])
+            print(f"warning: {error[:2000]}", file=sys.stderr)
         for system in MEMORY_SYSTEMS:
             if system in wanted:
                 doc["memory"][system] = measure_memory(world, system, settings)
@@ -155,7 +157,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> Doc:
     doc["targets"] = evaluate_targets(doc)
     doc["notes"] = [
         *notes,
-        "CPU and RSS are of the proxy processes only (both proxies for the x2 row); "
+        "CPU and RSS are of the proxy processes only (both proxies for the x2 and mTLS "
+        "rows, not the fake control planes; both nginx for the nginx gRPC pair); "
         "MB/s counts 10^6 bytes of response (or copied) data per second.",
         "Every system is one process (nginx master_process off, haproxy nbthread 1).",
     ]

@@ -28,7 +28,6 @@ Record = dict[str, Any]
 
 OK = "ok"
 NOT_SUPPORTED = "not supported yet"
-NOT_MEASURABLE = "not measurable yet"
 
 
 def median(values: Sequence[float | None]) -> float | None:

@@ -8,8 +8,11 @@ crosses the same veth.
 
 linkerd-init's iptables rules are switched per round (:meth:`World.set_mode`):
 none for direct and the reference proxies, pod A's for ``proxy``, both pods' for
-``proxy-mesh``. :func:`open_world` owns every process and both namespaces and
-removes them on the way out, whatever happened.
+``proxy-mesh``; for ``proxy-mtls`` both pods' rules point at a second pair of
+proxies, with identities and a fake control plane per pod (``bench/mesh.py``),
+and the gRPC case's nginx pair (``nginx-grpc``) speaks mTLS between the pods.
+:func:`open_world` owns every process and both namespaces and removes them on the
+way out, whatever happened.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from bench import configs
+from bench import configs, mesh
 from linkerd_proxy.testing.netns import NetNs, linkerd_init, pod_pair
 from linkerd_proxy.testing.process import ProxyProcess
 
-Kind = Literal["h1", "h2", "bulk"]
-Mode = Literal["plain", "outbound", "mesh"]
+Kind = Literal["h1", "h2", "bulk", "grpc"]
+Mode = Literal["plain", "outbound", "mesh", "mtls"]
+#: Which rules are installed in a pod: none, the standalone proxies', the mTLS ones'.
+Rules = Literal["none", "std", "mtls"]
 
 TOOLS = str(Path(__file__).with_name("tools.py"))
 
@@ -44,7 +49,10 @@ _BACK_PORTS: dict[Kind, int] = {
     "h1": configs.BACKEND_H1_PORT,
     "h2": configs.BACKEND_H2_PORT,
     "bulk": configs.SINK_PORT,
+    "grpc": configs.BACKEND_H2_PORT,
 }
+#: Where pod A's clients send each kind of traffic for ``proxy-mtls``.
+_MTLS_TARGETS: dict[Kind, str] = {"bulk": mesh.BULK_SERVICE, "grpc": mesh.GRPC_SERVICE}
 
 
 class SystemUnavailable(RuntimeError):
@@ -62,7 +70,15 @@ def mode_of(system: str) -> Mode:
         return "outbound"
     if system == "proxy-mesh":
         return "mesh"
+    if system == "proxy-mtls":
+        return "mtls"
     return "plain"
+
+
+def _rules(mode: Mode) -> dict[str, Rules]:
+    if mode == "mtls":
+        return {"a": "mtls", "b": "mtls"}
+    return {"a": "std" if mode != "plain" else "none", "b": "std" if mode == "mesh" else "none"}
 
 
 class World:
@@ -73,7 +89,12 @@ class World:
         self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
         self.proxies: list[ProxyProcess] = []
         self.proxy_error: str | None = None
-        self._rules = {"a": False, "b": False}
+        #: The mTLS pair (proxy A, proxy B) and why it is missing, if it is.
+        self.mtls_proxies: list[ProxyProcess] = []
+        self.mtls_error: str | None = None
+        #: Reference systems that did not start (their rounds are recorded failed).
+        self.start_errors: dict[str, str] = {}
+        self._rules: dict[str, Rules] = {"a": "none", "b": "none"}
 
     # ------------------------------------------------------------- queries
 
@@ -83,10 +104,16 @@ class World:
 
     def target(self, system: str, kind: Kind) -> str:
         """``host:port`` the load generator in pod A uses to reach ``system``."""
+        if system == "proxy-mtls":
+            return _MTLS_TARGETS[kind]
+        if system == "nginx-grpc":
+            if kind != "grpc":
+                raise KeyError(f"{system} does not carry {kind}")
+            return f"127.0.0.1:{configs.GRPC_FRONT_PORT}"
         front = _FRONTS.get(system)
         if front is None:  # direct and our proxies: the backend itself (redirected)
             return f"{self.backend_ip}:{_BACK_PORTS[kind]}"
-        port = {"h1": front.h1, "h2": front.h2, "bulk": front.bulk}[kind]
+        port = {"h1": front.h1, "h2": front.h2, "bulk": front.bulk}.get(kind)
         if port is None:
             raise KeyError(f"{system} does not carry {kind}")
         return f"127.0.0.1:{port}"
@@ -96,6 +123,8 @@ class World:
         if system in ("proxy", "proxy-mesh"):
             n = 1 if system == "proxy" else 2
             return [p.proc.pid for p in self.proxies[:n]]
+        if system == "proxy-mtls":
+            return [p.proc.pid for p in self.mtls_proxies]
         return [p.pid for p in self.procs.get(system, [])]
 
     def available(self, system: str) -> str | None:
@@ -108,6 +137,15 @@ class World:
                 if proxy.proc.poll() is not None:
                     return f"proxy exited with {proxy.proc.returncode}: {proxy.logs()[-1500:]}"
             return None
+        if system == "proxy-mtls":
+            if len(self.mtls_proxies) < 2:
+                return self.mtls_error or "mTLS proxies not started"
+            for proxy in self.mtls_proxies:
+                if proxy.proc.poll() is not None:
+                    return f"proxy exited with {proxy.proc.returncode}: {proxy.logs()[-1500:]}"
+            return None
+        if system in self.start_errors:
+            return self.start_errors[system]
         for proc in self.procs.get(system, []):
             if proc.poll() is not None:
                 return f"{system} exited with {proc.returncode}"
@@ -117,16 +155,18 @@ class World:
 
     def set_mode(self, mode: Mode) -> None:
         """Install or remove linkerd-init's rules so that ``mode`` is in force."""
-        want = {"a": mode != "plain", "b": mode == "mesh"}
+        want = _rules(mode)
         changed = False
         for key, ns in (("a", self.a), ("b", self.b)):
             if want[key] == self._rules[key]:
                 continue
-            if want[key]:
-                linkerd_init(ns)
-            else:
+            if self._rules[key] != "none":
                 ns.run(["iptables", "-w", "-t", "nat", "-F"])
                 ns.run(["iptables", "-w", "-t", "nat", "-X"])
+            if want[key] == "std":
+                linkerd_init(ns)
+            elif want[key] == "mtls":
+                mesh.install_rules(ns)
             self._rules[key] = want[key]
             changed = True
         if changed:
@@ -171,6 +211,10 @@ class World:
         os.makedirs(www, exist_ok=True)
         with open(os.path.join(www, "64k"), "wb") as f:
             f.write(os.urandom(64 * 1024))
+        grpc_file = os.path.join(www, configs.GRPC_PATH.lstrip("/"))
+        os.makedirs(os.path.dirname(grpc_file), exist_ok=True)
+        for path in (grpc_file, self.grpc_request):
+            Path(path).write_bytes(configs.GRPC_FRAME)
         conf = self._write("backend.conf", configs.nginx_backend(self.workdir, www))
         self._spawn("backend", self.b, ["nginx", "-e", "stderr", "-c", conf], "backend.log")
         self._spawn("sink", self.b, tool_command("sink", "--port", str(configs.SINK_PORT)),
@@ -218,6 +262,60 @@ class World:
                 proxy.kill()
             self.proxies.clear()
 
+    @property
+    def grpc_request(self) -> str:
+        """The file h2load and curl POST in the gRPC case (one gRPC frame)."""
+        return os.path.join(self.workdir, "grpc-request.bin")
+
+    def start_mtls(self, *, with_proxy: bool) -> None:
+        """The test CA, the nginx pair of the gRPC case, and the ``proxy-mtls`` mesh.
+
+        Failures are remembered (:attr:`start_errors`, :attr:`mtls_error`), not
+        raised: the other systems are still measured.
+        """
+        ca_dir = os.path.join(self.workdir, "ca")
+        anchors = mesh.make_ca(ca_dir)
+        try:
+            self._start_nginx_grpc(ca_dir)
+        except (SystemUnavailable, OSError, RuntimeError) as exc:
+            self.start_errors["nginx-grpc"] = f"nginx-grpc not runnable: {str(exc)[-1500:]}"
+        if not with_proxy:
+            self.mtls_error = "proxy cases skipped (--no-proxy)"
+            return
+        try:
+            self.a.run(["ip", "route", "add", mesh.SERVICE_NET, "via", self.backend_ip])
+            for ns, log in ((self.a, "cp-a.log"), (self.b, "cp-b.log")):
+                proc = mesh.start_control_plane(ns, ca_dir, os.path.join(self.workdir, log))
+                self.procs.setdefault("control-plane", []).append(proc)
+                mesh.wait_control_plane(ns, proc)
+            mesh.configure_discovery(self.a, self.backend_ip)
+            for ns, name in ((self.b, mesh.B_ID), (self.a, mesh.A_ID)):
+                env = mesh.identity_env(ns, self.workdir, name, anchors)
+                admin = f"127.0.0.1:{mesh.PORTS.admin}"
+                self.mtls_proxies.append(ProxyProcess.start(ns, env, admin=admin))
+            self.mtls_proxies.reverse()  # (A, B)
+            for proxy in self.mtls_proxies:
+                proxy.wait_ready(timeout=30.0)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            logs = "".join(p.logs()[-1000:] for p in self.mtls_proxies)
+            self.mtls_error = f"mTLS proxies not runnable: {str(exc)[-1500:]} {logs}"
+            for proxy in self.mtls_proxies:
+                proxy.kill()
+            self.mtls_proxies.clear()
+
+    def _start_nginx_grpc(self, ca_dir: str) -> None:
+        back = mesh.nginx_tls_files(ca_dir, self.workdir, mesh.B_ID)
+        front = mesh.nginx_tls_files(ca_dir, self.workdir, mesh.A_ID)
+        for ns, name, text in (
+            (self.b, "nginx-grpc-b", configs.nginx_grpc_back(self.workdir, self.backend_ip, back)),
+            (self.a, "nginx-grpc-a",
+             configs.nginx_grpc_front(self.workdir, self.backend_ip, front, mesh.B_ID)),
+        ):  # fmt: skip
+            conf = self._write(f"{name}.conf", text)
+            self._spawn("nginx-grpc", ns, ["nginx", "-e", "stderr", "-c", conf], f"{name}.log")
+        self._wait_for("nginx-grpc-b", self.b, f"{self.backend_ip}:{configs.GRPC_TLS_PORT}")
+        self._wait_for("nginx-grpc-a", self.a, f"127.0.0.1:{configs.GRPC_FRONT_PORT}")
+
     def log(self, system: str) -> str:
         path = os.path.join(self.workdir, f"{system}.log")
         try:
@@ -229,7 +327,7 @@ class World:
 
     def close(self) -> None:
         """Stop everything: politely, then by force; then anything left in the pods."""
-        for proxy in self.proxies:
+        for proxy in [*self.proxies, *self.mtls_proxies]:
             with contextlib.suppress(Exception):
                 proxy.kill()
             with contextlib.suppress(OSError):
@@ -276,6 +374,7 @@ def open_world(*, with_proxy: bool = True) -> Iterator[World]:
         try:
             world.start_backends()
             world.start_references()
+            world.start_mtls(with_proxy=with_proxy)
             if with_proxy:
                 world.start_proxies()
             else:

@@ -8,6 +8,7 @@ feed recorded tool output and hand-made round records through the same functions
 from __future__ import annotations
 
 import sys
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from bench.cases import Settings, check_result  # noqa: E402
+from bench.cases import Settings, check_result, load_command  # noqa: E402
 from bench.catalog import CASES, SYSTEMS, case_by_id  # noqa: E402
 from bench.parse import (  # noqa: E402
     LoadResult,
@@ -44,7 +45,9 @@ from bench.summary import (  # noqa: E402
     summarize,
     value,
 )
+from bench.systems import World, mode_of  # noqa: E402
 from bench.targets import evaluate_targets  # noqa: E402
+from linkerd_proxy.testing.netns import NetNs  # noqa: E402
 
 WRK_OK = """\
 Running 1s test @ http://192.0.2.2:80/ok
@@ -345,7 +348,7 @@ def test_targets_ratios_and_verdicts() -> None:
     assert cpu["value"] == pytest.approx(2.0)
     assert cpu["met"] is False
     assert targets["opaque TCP bulk over mTLS"]["met"] is None
-    assert "not measurable yet" in targets["opaque TCP bulk over mTLS"]["measured"]
+    assert targets["opaque TCP bulk over mTLS"]["measured"] == "- (not run)"
 
 
 def test_ratio_rows_pick_the_matching_reference() -> None:
@@ -401,3 +404,116 @@ def test_http_targets_say_when_the_proxy_carried_http_as_tcp() -> None:
     marked = {t["name"]: t["measured"] for t in evaluate_targets(doc)}
     assert marked["HTTP/1 small, c16"] == "0.5x (TCP path)"
     assert marked["opaque TCP bulk, plaintext"] == "1.25x"
+
+
+# ------------------------------------------------------------------ mTLS cases
+
+
+def _grpc(rps: float, cpu: float) -> Any:
+    case = case_by_id("grpc_unary_mtls")
+    rounds = [round_record(_load(rps), cpu_s=cpu)]
+    return {**summarize(rounds, case), "rounds": rounds}
+
+
+def _mtls_doc(bulk_mb_s: float) -> Doc:
+    doc = _doc()
+    bulk = case_by_id("tcp_bulk_mtls")
+    r = LoadResult(requests=0, seconds=2.0, rps=0.0, bytes_read=int(bulk_mb_s * 2e6))
+    rounds = [round_record(r, cpu_s=1.0)]
+    doc["cases"]["tcp_bulk_mtls"] = {
+        "direct": {**summarize(rounds, bulk), "rounds": rounds},
+        "proxy-mtls": {**summarize(rounds, bulk), "rounds": rounds},
+    }
+    doc["cases"]["grpc_unary_mtls"] = {
+        "direct": _grpc(40_000.0, 0.0),
+        "nginx-grpc": _grpc(8_000.0, 1.0),  # 10k requests: 1 s per 10k
+        "proxy-mtls": _grpc(1_000.0, 2.0),
+    }
+    doc["peak_rss_mib"].update({"proxy-mtls": 140.0, "nginx-grpc": 50.0})
+    return doc
+
+
+def test_mtls_targets_are_measured_from_the_mtls_cases() -> None:
+    targets = {t["name"]: t for t in evaluate_targets(_mtls_doc(300.0))}
+    bulk = targets["opaque TCP bulk over mTLS"]
+    assert bulk["value"] == pytest.approx(300.0)
+    assert bulk["met"] is True and bulk["measured"] == "300 MB/s"
+    slow = {t["name"]: t for t in evaluate_targets(_mtls_doc(200.0))}
+    assert slow["opaque TCP bulk over mTLS"]["met"] is False
+    grpc = targets["gRPC unary through two proxies (mTLS)"]
+    assert grpc["value"] == pytest.approx(0.125)
+    assert grpc["met"] is True
+    assert grpc["measured"] == (
+        "proxy x2: 1,000 req/s, 2 s CPU / 10k; nginx x2: 8,000 req/s, 1 s CPU / 10k (0.12x nginx)"
+    )
+
+
+def test_mtls_targets_say_why_they_have_no_figure() -> None:
+    doc = _mtls_doc(300.0)
+    doc["cases"]["tcp_bulk_mtls"]["proxy-mtls"] = _failed("not mTLS")
+    doc["cases"]["grpc_unary_mtls"]["nginx-grpc"] = _failed("failed")
+    del doc["cases"]["grpc_unary_mtls"]["proxy-mtls"]
+    targets = {t["name"]: t for t in evaluate_targets(doc)}
+    bulk = targets["opaque TCP bulk over mTLS"]
+    assert (bulk["met"], bulk["measured"]) == (None, "- (not mTLS)")
+    grpc = targets["gRPC unary through two proxies (mTLS)"]
+    assert grpc["met"] is None
+    assert grpc["measured"] == "proxy x2: not run; nginx x2: failed"
+
+
+def test_mtls_ratios_use_the_nginx_pair_and_direct_only() -> None:
+    rows = {(r["case"], r["system"], r["key"]): r for r in ratio_rows(_mtls_doc(300.0))}
+    grpc = rows[("grpc_unary_mtls", "proxy-mtls", "rps")]
+    assert grpc["vs_nginx"] == pytest.approx(0.125)  # the nginx pair, not nginx's HTTP row
+    assert grpc["vs_direct"] == pytest.approx(0.025)
+    assert grpc["vs_haproxy"] is None
+    bulk = rows[("tcp_bulk_mtls", "proxy-mtls", "mb_s")]
+    assert bulk["vs_direct"] == pytest.approx(1.0)
+    assert bulk["vs_nginx"] is None  # nginx stream is plaintext: not the same job
+    assert ("h1_small_c16", "proxy-mtls", "rps") not in rows
+
+
+def test_markdown_has_an_mtls_table_and_keeps_mtls_systems_out_of_the_others() -> None:
+    text = render_markdown(_mtls_doc(300.0))
+    head, _, rest = text.partition("## mTLS between the pods")
+    assert rest, "no mTLS section"
+    for label in (SYSTEMS["nginx-grpc"], SYSTEMS["proxy-mtls"]):
+        assert label not in head
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")][1:]
+        for line in rest.partition("## Ratios")[0].splitlines()
+        if line.startswith("| ")
+    }
+    # 300 MB/s for 2 s = 0.559 GiB with 1 CPU second; gRPC 10k requests, 2 CPU seconds.
+    assert rows[SYSTEMS["proxy-mtls"]] == ["300", "1.79", "1,000", "2", "140.0 MiB"]
+    assert rows[SYSTEMS["nginx-grpc"]] == ["-", "-", "8,000", "1", "50.0 MiB"]
+
+
+def test_grpc_load_command_posts_a_grpc_frame() -> None:
+    case = case_by_id("grpc_unary_mtls")
+    argv, limit = load_command(case, "127.0.0.1:8131", Settings(duration=2.0), "/w/req.bin")
+    assert argv[0] == "h2load" and "-m10" in argv and "-c16" in argv
+    assert argv[argv.index("-d") + 1] == "/w/req.bin"
+    assert "content-type: application/grpc" in argv and "te: trailers" in argv
+    assert argv[-1] == "http://127.0.0.1:8131/bench.Echo/Unary"
+    plain, _ = load_command(case_by_id("h2_small_m10"), "x:1", Settings(), "/w/req.bin")
+    assert "-d" not in plain and "content-type: application/grpc" not in plain
+    assert limit > 2
+
+
+def test_mtls_systems_have_their_own_targets_and_rules() -> None:
+    world = World(NetNs("a", IPv4Address("192.0.2.1")), NetNs("b", IPv4Address("192.0.2.2")), "/w")
+    assert world.target("proxy-mtls", "bulk") == "198.51.100.30:5001"
+    assert world.target("proxy-mtls", "grpc") == "198.51.100.31:80"
+    assert world.target("nginx-grpc", "grpc") == "127.0.0.1:8131"
+    assert world.target("direct", "grpc") == "192.0.2.2:8080"
+    with pytest.raises(KeyError):
+        world.target("nginx-grpc", "h1")
+    with pytest.raises(KeyError):
+        world.target("proxy-mtls", "h1")
+    assert mode_of("proxy-mtls") == "mtls" and mode_of("nginx-grpc") == "plain"
+    assert world.available("proxy-mtls") == "mTLS proxies not started"
+    for case in CASES:
+        mtls_case = case.id.endswith("_mtls")
+        assert ("proxy-mtls" in case.systems) == mtls_case
+        assert mtls_case or "nginx-grpc" not in case.systems
