@@ -89,7 +89,7 @@ def serialize_request_head(
 Framing = Literal["none", "length", "chunked", "eof"]
 
 
-@attrs.frozen
+@attrs.define(eq=True)  # built per response: see codec.RequestHead
 class ResponseHead:
     """The status line and header fields of one response.
 

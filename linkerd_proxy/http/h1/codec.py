@@ -68,7 +68,11 @@ DEFAULT_MAX_HEADERS: Final = 100
 # --- events ---------------------------------------------------------------------------
 
 
-@attrs.frozen
+# The events are built once or more per request: plain slotted classes (attrs'
+# frozen ``__init__`` costs ~3x as much); treat them as immutable all the same.
+
+
+@attrs.define(eq=True)
 class RequestHead:
     """The request line and header fields of one request.
 
@@ -93,7 +97,7 @@ class RequestHead:
     fields: dict[bytes, list[bytes]] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "fields", index_fields(self.headers))
+        self.fields = index_fields(self.headers)
 
     def values(self, name: bytes) -> list[bytes]:
         """Every value of the lower-case field ``name``, in order (no copy: do not
@@ -104,14 +108,14 @@ class RequestHead:
 _NO_VALUES: Final[list[bytes]] = []
 
 
-@attrs.frozen
+@attrs.define(eq=True)
 class Body:
     """A piece of the request body, already de-chunked."""
 
     data: bytes
 
 
-@attrs.frozen
+@attrs.define(eq=True)
 class EndOfMessage:
     """The request is complete; ``trailers`` holds chunked trailer fields, if any."""
 
