@@ -12,11 +12,14 @@ import h2.connection
 import h2.events
 import h2.settings
 from h2.errors import ErrorCodes
-from hyperframe.frame import Frame, GoAwayFrame
+from h2.exceptions import StreamClosedError, StreamIDTooLowError
+from hyperframe.frame import Frame, GoAwayFrame, RstStreamFrame
+
+from linkerd_proxy.http.h2.hpack_fast import FastDecoder, FastEncoder, quiet_hpack_logging
 
 
 class Proto(h2.connection.H2Connection):
-    """h2's connection with three changes the proxy needs (pinned to h2 4.x).
+    """h2's connection with the changes the proxy needs (pinned to h2 4.x).
 
     - Stream counts are O(1): the drivers count and limit streams themselves
       (h2 scans every stream on each new one, and treats excess inbound streams as
@@ -26,11 +29,15 @@ class Proto(h2.connection.H2Connection):
       streams below its last stream id can finish (RFC 9113 6.8).
     - :meth:`send_goaway` sends a GOAWAY without closing the state machine
       (graceful shutdown: open streams finish).
+    - HPACK is ``hpack_fast``'s (no indexing on send, cached encodings), and a
+      received frame is not ``repr``-ed for a trace log that is never written.
     """
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config)
         self._forget_at = 64
+        self.encoder = FastEncoder()  # type: ignore[assignment]
+        self.decoder = FastDecoder(self.DEFAULT_MAX_HEADER_LIST_SIZE)  # type: ignore[assignment]
 
     def _forget_closed(self) -> int:
         if len(self.streams) >= self._forget_at:
@@ -45,6 +52,33 @@ class Proto(h2.connection.H2Connection):
     @property
     def open_outbound_streams(self) -> int:
         return self._forget_closed()
+
+    def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
+        # h2's own, minus the eager repr(frame) for its no-op trace logger.
+        events: list[h2.events.Event]
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except StreamClosedError as exc:
+            # Closed by our RST_STREAM: a stream error (answer with RST_STREAM).
+            if not self._stream_is_closed_by_reset(exc.stream_id):
+                raise
+            rst = RstStreamFrame(exc.stream_id)
+            rst.error_code = exc.error_code
+            self._prepare_for_sending([rst])
+            return exc._events
+        except StreamIDTooLowError as exc:
+            # A forgotten stream: reset by us is a stream error; ended, a
+            # connection error; implicitly closed, PROTOCOL_ERROR.
+            if self._stream_is_closed_by_reset(exc.stream_id):
+                rst = RstStreamFrame(exc.stream_id)
+                rst.error_code = ErrorCodes.STREAM_CLOSED
+                self._prepare_for_sending([rst])
+                return []
+            if self._stream_is_closed_by_end(exc.stream_id):
+                raise StreamClosedError(exc.stream_id) from exc
+            raise
+        self._prepare_for_sending(frames)
+        return events
 
     def _receive_goaway_frame(
         self, frame: GoAwayFrame
@@ -94,6 +128,7 @@ def make_proto(
         validate_inbound_headers=False,
         normalize_inbound_headers=False,
     )
+    quiet_hpack_logging()
     proto = Proto(config)
     codes = h2.settings.SettingCodes
     values = {codes.INITIAL_WINDOW_SIZE: stream_window}
