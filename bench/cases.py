@@ -18,7 +18,7 @@ import time
 import attrs
 
 from bench import configs, mesh, procstat
-from bench.catalog import PROXY_SYSTEMS, Case
+from bench.catalog import MTLS_SYSTEMS, PROXY_SYSTEMS, Case
 from bench.parse import LoadResult, ParseError, parse_bulk, parse_h2load, parse_wrk
 from bench.summary import NOT_SUPPORTED, OK, Record, round_record
 from bench.systems import Kind, World, mode_of, tool_command
@@ -190,6 +190,8 @@ def measure_memory(world: World, system: str, settings: Settings) -> Record:
     if why is not None:
         return {"status": "not runnable", "detail": why}
     world.set_mode(mode_of(system))
+    if system in MTLS_SYSTEMS:
+        return _meshed_memory(world, system)
     target = world.target(system, "h1")
     pids = world.pids(system)
     warm = world.a.run(["wrk", "-t1", "-c4", "-d1s", f"http://{target}/ok"], timeout=20,
@@ -225,3 +227,22 @@ def measure_memory(world: World, system: str, settings: Settings) -> Record:
         "conns_rss_mib": loaded - idle,
         "conns": n,
     }
+
+
+def _meshed_memory(world: World, system: str) -> Record:
+    # A meshed pair carries gRPC only (no plain HTTP/1 to hold connections with):
+    # warm up with a short gRPC load, then the idle RSS per proxy (the mean of
+    # the two: both run identity, discovery and mTLS, i.e. every feature loaded).
+    target = world.target(system, "grpc")
+    warm = world.a.run(
+        ["h2load", "-c4", "-m1", "-D", "1", "-d", world.grpc_request,
+         "-H", "content-type: application/grpc", "-H", "te: trailers",
+         f"http://{target}{configs.GRPC_PATH}"],
+        timeout=30, check=False,
+    )  # fmt: skip
+    if warm.returncode != 0:
+        return {"status": "failed", "detail": f"warm-up failed: {warm.stdout[-1000:]}"}
+    time.sleep(1.0)
+    pids = world.pids(system)
+    idle = procstat.memory_mib(pids) / max(1, len(pids))
+    return {"status": OK, "detail": "per proxy", "idle_rss_mib": idle, "conns_rss_mib": None}

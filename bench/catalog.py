@@ -22,6 +22,8 @@ SYSTEMS: dict[str, str] = {
     "haproxy-tcp": "haproxy mode tcp",
     "proxy": "linkerd-proxy (outbound)",
     "proxy-mesh": "linkerd-proxy x2 (outbound -> inbound)",
+    "floor-relay": "Python floor: minimal trio TCP relay",
+    "floor-http1": "Python floor: minimal trio + httptools HTTP/1 proxy",
     "nginx-grpc": "nginx x2, gRPC over mTLS (grpc_pass grpcs://)",
     "proxy-mtls": "linkerd-proxy x2, mTLS (identity, discovery)",
 }
@@ -30,10 +32,14 @@ SYSTEMS: dict[str, str] = {
 PROXY_SYSTEMS = ("proxy", "proxy-mesh", "proxy-mtls")
 #: The systems whose traffic between the pods is mTLS (only the mTLS cases use them).
 MTLS_SYSTEMS = ("nginx-grpc", "proxy-mtls")
-#: The proxies whose memory is measured (idle RSS, RSS per 1,000 idle connections).
-MEMORY_SYSTEMS = ("nginx", "haproxy", "nginx-stream", "haproxy-tcp", "proxy")
+#: The proxies whose memory is measured (idle RSS, RSS per 1,000 idle connections;
+#: for ``proxy-mtls``, which carries no plain HTTP/1, the idle RSS only).
+MEMORY_SYSTEMS = ("nginx", "haproxy", "nginx-stream", "haproxy-tcp", "proxy", "proxy-mtls")
+#: The Python floor (``bench/floor.py``): the least one CPython process on trio does
+#: for the same traffic, measured in the same run; only in the cases it informs.
+FLOOR_SYSTEMS = ("floor-relay", "floor-http1")
 
-_ALL = tuple(s for s in SYSTEMS if s not in MTLS_SYSTEMS)
+_ALL = tuple(s for s in SYSTEMS if s not in MTLS_SYSTEMS and s not in FLOOR_SYSTEMS)
 
 
 @attrs.frozen
@@ -67,11 +73,19 @@ class Case:
 
 
 CASES: tuple[Case, ...] = (
-    Case("h1_small_c16", "HTTP/1 /ok c16", "wrk"),
-    Case("h1_small_c1", "HTTP/1 /ok c1 (latency)", "wrk", connections=1),
-    Case("h1_64k_c16", "HTTP/1 64 KiB c16", "wrk", path="/64k"),
+    Case("h1_small_c16", "HTTP/1 /ok c16", "wrk", systems=(*_ALL, *FLOOR_SYSTEMS)),
+    Case(
+        "h1_small_c1",
+        "HTTP/1 /ok c1 (latency)",
+        "wrk",
+        connections=1,
+        systems=(*_ALL, "floor-http1"),
+    ),
+    Case("h1_64k_c16", "HTTP/1 64 KiB c16", "wrk", path="/64k", systems=(*_ALL, "floor-http1")),
     Case("h2_small_m1", "HTTP/2 /ok c16 m1", "h2load"),
-    Case("h2_small_m10", "HTTP/2 /ok c16 m10", "h2load", streams=10),
+    Case(
+        "h2_small_m10", "HTTP/2 /ok c16 m10", "h2load", streams=10, systems=(*_ALL, "floor-relay")
+    ),
     Case("h2_64k_m10", "HTTP/2 64 KiB c16 m10", "h2load", path="/64k", streams=10),
     Case(
         "tcp_bulk",

@@ -33,7 +33,7 @@ class FrontPorts:
     """Where one reference proxy listens in pod A, per kind of traffic."""
 
     h1: int
-    h2: int
+    h2: int | None = None
     bulk: int | None = None
 
 
@@ -41,6 +41,9 @@ NGINX_HTTP = FrontPorts(h1=8101, h2=8111)
 HAPROXY_HTTP = FrontPorts(h1=8102, h2=8112)
 NGINX_STREAM = FrontPorts(h1=8103, h2=8113, bulk=8123)
 HAPROXY_TCP = FrontPorts(h1=8104, h2=8114, bulk=8124)
+#: The Python floor (``bench/floor.py``): a minimal trio relay, a minimal HTTP/1 proxy.
+FLOOR_RELAY = FrontPorts(h1=8105, h2=8115)
+FLOOR_HTTP1 = FrontPorts(h1=8106)
 
 _NGINX_COMMON = """\
 daemon off;

@@ -106,7 +106,7 @@ def _plain_systems() -> list[tuple[str, str]]:
 def _mtls_table(doc: Doc) -> list[str]:
     header = [
         "system", "TCP bulk over mTLS MB/s", "CPU s / GiB (bulk)", "gRPC unary req/s",
-        "CPU s / 10k (gRPC)", "peak RSS",
+        "CPU s / 10k (gRPC)", "idle RSS (per proxy)", "peak RSS",
     ]  # fmt: skip
     rows = []
     for system in ("direct", *MTLS_SYSTEMS):
@@ -117,6 +117,7 @@ def _mtls_table(doc: Doc) -> list[str]:
             _cell(doc, "tcp_bulk_mtls", system, "cpu_per_gib") or "-",
             _cell(doc, "grpc_unary_mtls", system, "rps") or "-",
             _cell(doc, "grpc_unary_mtls", system, "cpu_per_10k") or "-",
+            _mem_cell(doc, system, "idle_rss_mib"),
             "-" if peak is None or system == "direct" else f"{peak:.1f} MiB",
         ])  # fmt: skip
     return _table(header, rows)

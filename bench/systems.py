@@ -44,7 +44,10 @@ _FRONTS = {
     "haproxy": configs.HAPROXY_HTTP,
     "nginx-stream": configs.NGINX_STREAM,
     "haproxy-tcp": configs.HAPROXY_TCP,
+    "floor-relay": configs.FLOOR_RELAY,
+    "floor-http1": configs.FLOOR_HTTP1,
 }
+FLOOR = str(Path(__file__).with_name("floor.py"))
 _BACK_PORTS: dict[Kind, int] = {
     "h1": configs.BACKEND_H1_PORT,
     "h2": configs.BACKEND_H2_PORT,
@@ -238,6 +241,19 @@ class World:
         ):
             conf = self._write(f"{system}.cfg", text)
             self._spawn(system, self.a, ["haproxy", "-db", "-f", conf], f"{system}.log")
+        ip = self.backend_ip
+        for system, mode, front in (
+            ("floor-relay", "relay", configs.FLOOR_RELAY),
+            ("floor-http1", "http1", configs.FLOOR_HTTP1),
+        ):
+            routes: list[str] = []
+            for port, back in (
+                (front.h1, configs.BACKEND_H1_PORT),
+                (front.h2, configs.BACKEND_H2_PORT),
+            ):
+                if port is not None:
+                    routes += ["--route", f"127.0.0.1:{port}={ip}:{back}"]
+            self._spawn(system, self.a, [sys.executable, FLOOR, mode, *routes], f"{system}.log")
         for system, front in _FRONTS.items():
             for port in (front.h1, front.h2, front.bulk):
                 if port is None:

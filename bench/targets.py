@@ -111,7 +111,15 @@ def evaluate_targets(doc: Doc) -> list[Record]:
         ),
         grpc_target(doc),
         _target(
-            "idle RSS, all features loaded",
+            "idle RSS, all features loaded (meshed: identity, discovery, mTLS; per proxy)",
+            "<= 48 MiB",
+            memory_value(doc, "proxy-mtls", "idle_rss_mib"),
+            48.0,
+            at_least=False,
+            unit=" MiB",
+        ),
+        _target(
+            "idle RSS, standalone (no control plane)",
             "<= 48 MiB",
             memory_value(doc, p, "idle_rss_mib"),
             48.0,

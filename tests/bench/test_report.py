@@ -309,6 +309,7 @@ def _doc() -> Doc:
         },
         "memory": {
             "proxy": {"status": OK, "idle_rss_mib": 30.0, "conns_rss_mib": 40.0},
+            "proxy-mtls": {"status": OK, "idle_rss_mib": 50.0, "conns_rss_mib": None},
             "nginx": {"status": "failed", "detail": "x"},
         },
         "peak_rss_mib": {"proxy": 50.0},
@@ -342,7 +343,11 @@ def test_targets_ratios_and_verdicts() -> None:
     assert p99["value"] == pytest.approx(2.5)
     assert p99["met"] is False
     assert targets["HTTP/2 h2c c16 m10"]["met"] is None
-    assert targets["idle RSS, all features loaded"]["met"] is True
+    # The meshed proxy is the one with every feature loaded; standalone is reported too.
+    meshed = targets["idle RSS, all features loaded (meshed: identity, discovery, mTLS; per proxy)"]
+    assert meshed["value"] == pytest.approx(50.0)
+    assert meshed["met"] is False
+    assert targets["idle RSS, standalone (no control plane)"]["met"] is True
     assert targets["RSS added by 1,000 idle keep-alive connections"]["met"] is False
     cpu = targets["proxy CPU per 10k HTTP/1 requests (c16)"]
     assert cpu["value"] == pytest.approx(2.0)
@@ -485,8 +490,8 @@ def test_markdown_has_an_mtls_table_and_keeps_mtls_systems_out_of_the_others() -
         if line.startswith("| ")
     }
     # 300 MB/s for 2 s = 0.559 GiB with 1 CPU second; gRPC 10k requests, 2 CPU seconds.
-    assert rows[SYSTEMS["proxy-mtls"]] == ["300", "1.79", "1,000", "2", "140.0 MiB"]
-    assert rows[SYSTEMS["nginx-grpc"]] == ["-", "-", "8,000", "1", "50.0 MiB"]
+    assert rows[SYSTEMS["proxy-mtls"]] == ["300", "1.79", "1,000", "2", "50.0 MiB", "140.0 MiB"]
+    assert rows[SYSTEMS["nginx-grpc"]] == ["-", "-", "8,000", "1", "-", "50.0 MiB"]
 
 
 def test_grpc_load_command_posts_a_grpc_frame() -> None:
