@@ -189,6 +189,21 @@ async def test_get_keep_alive_reuses_both_connections() -> None:
         assert backend.connections == 1
 
 
+async def test_empty_and_buffered_bodies_keep_the_upstream_connection() -> None:
+    # A body that arrives whole with its head (empty, or small) is handed over in
+    # memory and the upstream connection goes back to the pool: Content-Length: 0
+    # must not cost a reconnect per request.
+    empty = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+    big = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 100_000
+    async with proxy_to(answer(empty, OK, empty, big, OK)) as (port, backend, _pool):
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        buf = bytearray()
+        for expected in (empty, OK, empty, big, OK):
+            await client.send_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert await read_exactly(client, buf, len(expected)) == expected
+        assert backend.connections == 1
+
+
 async def test_post_chunked_request_and_trailers() -> None:
     response = (
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"

@@ -418,8 +418,31 @@ class H1Connection:
             await self._end_of_response()
             return _keep_reason(Response(head.status, headers, EmptyBody(), version), head)
         headers = [(k, v) for k, v in headers if k != b"content-length"]
+        if head.framing == "length":
+            data = self._complete_body()
+            if data is not None:
+                # The whole body came with the head (the common small response):
+                # hand it over in memory and give the connection back now, rather
+                # than a body that reads the rest of the exchange through the
+                # layers above (and would close the connection if never read).
+                await self._end_of_response()
+                return _keep_reason(Response(head.status, headers, BytesBody(data), version), head)
         body = _ResponseBody(self, head.content_length)
         return _keep_reason(Response(head.status, headers, body, version), head)
+
+    def _complete_body(self) -> bytes | None:
+        # The body if the events already hold all of it and its end, else None.
+        events = self._events
+        if not events or not isinstance(events[-1], h1.EndOfMessage):
+            return None
+        chunks = []
+        for i in range(len(events) - 1):
+            event = events[i]
+            if not isinstance(event, h1.Body):
+                return None
+            chunks.append(event.data)
+        events.clear()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def read_body(self) -> tuple[bytes, Headers | None]:
         """The next body chunk, or ``b""`` and the trailers at the end (for
