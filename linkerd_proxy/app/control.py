@@ -1,5 +1,9 @@
 """Config -> the control-plane clients the stacks use (when a control plane is set).
 
+``app.run`` imports this module only when identity, discovery or policy is
+configured: what it brings (grpclib on trio-asyncio, the generated API,
+cryptography) is ~20 MiB resident that a standalone proxy never uses.
+
 Discovery (``DESTINATION_SVC_ADDR``) and policy (``POLICY_SVC_ADDR``) run over the
 gRPC bridge. Until identity lands, their addresses must be loopback (plaintext, as
 the reference allows); anything else is refused at startup (see
@@ -12,6 +16,7 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator
 
+import attrs
 import trio
 
 from linkerd_proxy.admin.state import Readiness
@@ -30,13 +35,6 @@ from linkerd_proxy.transport.backoff import ExponentialBackoff
 
 #: Reconnect backoff of control-plane streams (the reference's control backoff).
 CONTROL_BACKOFF = ExponentialBackoff(0.1, 10.0, 0.1)
-
-
-def needs_control_plane(config: Config) -> bool:
-    """True when identity, discovery or policy is configured."""
-    return (
-        config.identity is not None or config.destination is not None or config.policy is not None
-    )
 
 
 def _resolver(config: Config) -> DnsResolver:
@@ -84,18 +82,49 @@ def start_identity(
     )
 
 
+@attrs.frozen
+class ControlPlane:
+    """The gRPC bridge to the control plane and the clients built on it."""
+
+    config: Config
+    bridge: Bridge
+
+    def start_identity(
+        self,
+        store: IdentityStore,
+        csr_der: bytes,
+        *,
+        readiness: Readiness,
+        metrics: IdentityMetrics,
+        background: trio.Nursery,
+    ) -> None:
+        """:func:`start_identity` over this bridge."""
+        start_identity(
+            self.config,
+            self.bridge,
+            store,
+            csr_der,
+            readiness=readiness,
+            metrics=metrics,
+            background=background,
+        )
+
+    def outbound_control(
+        self, background: trio.Nursery, identity: IdentityStore | None
+    ) -> OutboundControl | None:
+        """:func:`outbound_control` over this bridge."""
+        return outbound_control(self.config, self.bridge, background, identity)
+
+
 @contextlib.asynccontextmanager
-async def open_control_bridge(config: Config) -> AsyncIterator[Bridge | None]:
-    """The gRPC bridge when a control plane is configured, else ``None``.
+async def open_control_plane(config: Config) -> AsyncIterator[ControlPlane]:
+    """Open the gRPC bridge for the control plane ``config`` names.
 
     Open it *outside* the nursery whose tasks use it: every call must have
     finished before the bridge closes.
     """
-    if not needs_control_plane(config):
-        yield None
-        return
     async with open_bridge() as bridge:
-        yield bridge
+        yield ControlPlane(config, bridge)
 
 
 def outbound_control(

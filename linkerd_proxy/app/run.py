@@ -26,20 +26,20 @@ The task tree::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
-from prometheus_client import CollectorRegistry
 
 from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.admin import AdminState, Readiness, serve_admin
 from linkerd_proxy.admin.state import LogLevelHandle
 from linkerd_proxy.app.config import Config
-from linkerd_proxy.app.control import open_control_bridge, outbound_control, start_identity
 from linkerd_proxy.app.http_settings import h2_client_settings, server_params
 from linkerd_proxy.app.shutdown import Shutdown
 from linkerd_proxy.errors import IdentityFilesError
@@ -55,14 +55,22 @@ from linkerd_proxy.metrics.errors import (
 )
 from linkerd_proxy.metrics.http import HttpMetrics
 from linkerd_proxy.metrics.labels import Direction
-from linkerd_proxy.metrics.process import new_prom_registry
+from linkerd_proxy.metrics.process import ProcessMetrics
 from linkerd_proxy.metrics.registry import Registry
 from linkerd_proxy.metrics.tcp import TcpMetrics
 from linkerd_proxy.outbound import OutboundServer
 from linkerd_proxy.outbound.http import OutboundHttp
-from linkerd_proxy.tls.identity_files import load_identity_dir
 from linkerd_proxy.transport.listen import TcpListener, open_listener, serve_listener
 from linkerd_proxy.transport.orig_dst import OrigDstLookup, orig_dst_addr
+
+if TYPE_CHECKING:
+    from linkerd_proxy.app.control import ControlPlane
+
+# The control-plane wiring (``app.control``: grpclib on trio-asyncio, the
+# generated API) and the identity files (``tls.identity_files``: cryptography)
+# are imported where a proxy with a control plane or identity needs them, not
+# at the top: together ~20 MiB resident that a standalone proxy never uses
+# (tests/app/test_standalone_imports.py keeps it so).
 
 log = logging.getLogger("linkerd_proxy.app")
 
@@ -113,7 +121,7 @@ class ProxyMetrics:
     """The metric registries and the families the stacks share."""
 
     registry: Registry
-    prom: CollectorRegistry
+    process: ProcessMetrics
     tcp: TcpMetrics
     http: HttpMetrics
     inbound_errors: TcpErrorMetrics
@@ -126,7 +134,7 @@ class ProxyMetrics:
         registry = Registry(retain_idle=retain_idle)
         return cls(
             registry=registry,
-            prom=new_prom_registry(),
+            process=ProcessMetrics(),
             tcp=TcpMetrics(registry),
             http=HttpMetrics(registry),
             inbound_errors=TcpErrorMetrics(registry, Direction.INBOUND),
@@ -136,7 +144,19 @@ class ProxyMetrics:
         )
 
     def render(self) -> str:
-        return expose.render(self.registry, self.prom)
+        return expose.render(self.registry, self.process)
+
+
+@contextlib.asynccontextmanager
+async def _open_control_plane(config: Config) -> AsyncIterator[ControlPlane | None]:
+    """The control plane's gRPC bridge, or ``None`` for a standalone proxy."""
+    if config.standalone:
+        yield None
+        return
+    from linkerd_proxy.app.control import open_control_plane  # see the top
+
+    async with open_control_plane(config) as plane:
+        yield plane
 
 
 def check_supported(config: Config) -> None:
@@ -203,6 +223,8 @@ async def run(
     identity: IdentityStore | None = None
     csr_der = b""
     if config.identity is not None:
+        from linkerd_proxy.tls.identity_files import load_identity_dir  # see the top
+
         try:
             key, csr_der = load_identity_dir(config.identity.dir)
             identity = IdentityStore(
@@ -255,13 +277,11 @@ async def run(
         env=dict(os.environ) if env is None else env,
     )
 
-    async with open_control_bridge(config) as bridge, trio.open_nursery() as background:
+    async with _open_control_plane(config) as plane, trio.open_nursery() as background:
         await background.start(serve_admin, admin_l, state)
         if identity is not None:
-            assert bridge is not None
-            start_identity(
-                config,
-                bridge,
+            assert plane is not None
+            plane.start_identity(
                 identity,
                 csr_der,
                 readiness=readiness,
@@ -271,7 +291,7 @@ async def run(
             if not await _wait_certified(readiness, shutdown):
                 background.cancel_scope.cancel()
                 return
-        control = outbound_control(config, bridge, background, identity)
+        control = plane.outbound_control(background, identity) if plane is not None else None
         h2_client = h2_client_settings(config.h2.client)
         inbound = InboundServer(
             config.inbound,

@@ -11,19 +11,30 @@ server, whose ``/ready`` waits for the first certificate.
   identity checks :func:`check_server_identity` / :func:`peer_identity`.
 - ``certify``: :func:`run_certify`, the Certify-and-refresh loop.
 - ``metrics``: ``control_identity_cert_*``.
+
+The data path imports ``store`` (for :data:`TRANSPORT_ALPN` and the
+:class:`IdentityStore` type) even in a proxy without identity, and importing
+``store`` runs this module first; so the ``certify`` names, which bring the gRPC
+client and the generated API, are loaded here on first use only.
 """
 
-from linkerd_proxy.identity.certify import (
-    CERTIFY,
-    CERTIFY_CODEC,
-    Certifier,
-    CertifySettings,
-    certify_once,
-    control_certifier,
-    read_token,
-    refresh_delay,
-    run_certify,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from linkerd_proxy.identity.certify import (
+        CERTIFY,
+        CERTIFY_CODEC,
+        Certifier,
+        CertifySettings,
+        certify_once,
+        control_certifier,
+        read_token,
+        refresh_delay,
+        run_certify,
+    )
 from linkerd_proxy.identity.metrics import IdentityMetrics, RefreshResult
 from linkerd_proxy.identity.store import (
     TRANSPORT_ALPN,
@@ -57,3 +68,25 @@ __all__ = [
     "refresh_delay",
     "run_certify",
 ]
+
+_CERTIFY_NAMES = frozenset(
+    {
+        "CERTIFY",
+        "CERTIFY_CODEC",
+        "Certifier",
+        "CertifySettings",
+        "certify_once",
+        "control_certifier",
+        "read_token",
+        "refresh_delay",
+        "run_certify",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _CERTIFY_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module("linkerd_proxy.identity.certify"), name)
+    globals()[name] = value
+    return value

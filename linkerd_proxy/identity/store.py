@@ -36,12 +36,9 @@ import datetime
 import os
 import ssl
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from linkerd_proxy.errors import (
     CertificateVerifyError,
@@ -49,8 +46,17 @@ from linkerd_proxy.errors import (
     InvalidIdentityCertificate,
     PeerIdentityMismatch,
 )
-from linkerd_proxy.tls.identity_files import load_trust_anchors
-from linkerd_proxy.tls.verify import identities_of, verify_chain
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+# The data path imports this module for TRANSPORT_ALPN and the IdentityStore type
+# even when the proxy has no identity. cryptography (its Rust extension and ~60
+# modules, ~8 MiB resident) is needed only to parse and verify certificates and
+# to serialize the key, so ``tls.verify`` and ``tls.identity_files``, which bring
+# it, are imported in the functions that do that: a standalone proxy never loads
+# it; a proxy with identity does, when it builds its store.
 
 #: The ALPN protocol that announces the transport header (SPEC section 5).
 TRANSPORT_ALPN = "transport.l5d.io/v1"
@@ -105,19 +111,14 @@ def certify_client_context(trust_anchors_pem: str) -> ssl.SSLContext:
     return ctx
 
 
-def _names(leaf: x509.Certificate) -> tuple[str, ...]:
-    return _san_identities(leaf)
-
-
 def peer_identities(tls: PeerCertSource) -> tuple[str, ...]:
     """The DNS then URI SANs of the peer's leaf, in certificate order (``()`` if none)."""
     der = tls.getpeercert(binary_form=True)
     if not der:
         return ()
-    try:
-        return _names(x509.load_der_x509_certificate(der))
-    except ValueError:
-        return ()
+    from linkerd_proxy.tls.verify import identities_of_der  # cryptography: see the top
+
+    return identities_of_der(der)
 
 
 def peer_identity(tls: PeerCertSource) -> str | None:
@@ -149,11 +150,9 @@ def check_server_identity(tls: PeerCertSource, expected: str) -> str:
 
 
 def _key_pem(key: PrivateKeyTypes) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    from linkerd_proxy.tls.identity_files import private_key_pem  # cryptography: see the top
+
+    return private_key_pem(key)
 
 
 def _load_chain(ctx: ssl.SSLContext, creds: Credentials, key_pem: bytes) -> None:
@@ -346,10 +345,6 @@ class IdentityStore:
 # --------------------------------------------------------------- verification
 
 
-def _san_identities(leaf: x509.Certificate) -> tuple[str, ...]:
-    return identities_of(leaf)
-
-
 def _identity_matches(expected: str, names: Sequence[str]) -> bool:
     # As tls.verify matches a certificate: spiffe:// URIs exactly, DNS names
     # without regard to case or a trailing dot.
@@ -360,6 +355,8 @@ def _identity_matches(expected: str, names: Sequence[str]) -> bool:
 
 
 def _load_anchors(pem: str) -> list[x509.Certificate]:
+    from linkerd_proxy.tls.identity_files import load_trust_anchors  # cryptography: see the top
+
     try:
         return load_trust_anchors(pem)
     except IdentityFilesError as exc:
@@ -374,6 +371,8 @@ def _verify_chain(
     now: float,
 ) -> float:
     """Verify leaf -> intermediates -> an anchor for ``identity`` at ``now``; notAfter."""
+    from linkerd_proxy.tls.verify import verify_chain  # cryptography: see the top
+
     at = datetime.datetime.fromtimestamp(now, datetime.UTC)
     try:
         not_after = verify_chain(leaf_der, list(intermediates_der), anchors, identity, now=at)

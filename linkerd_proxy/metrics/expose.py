@@ -1,11 +1,11 @@
-"""The ``/metrics`` body: legacy text, then the prometheus-client registry, ``# EOF``.
+"""The ``/metrics`` body: legacy text, then the process metrics, ``# EOF``.
 
 Top of the metrics layer; the admin server calls :func:`render` per scrape and
 :func:`maybe_gzip` on the result. As in the reference, the body is the legacy
-families (Linkerd's label formats, ours) followed by the prometheus-client
-registry, and ends with ``# EOF``; served as ``text/plain``.
+families (Linkerd's label formats, ours) followed by the process and build
+metrics (``metrics.process``), and ends with ``# EOF``; served as ``text/plain``.
 
-The prometheus-client part is rendered in the Prometheus text format (0.0.4), the
+The process part is rendered in the Prometheus text format (0.0.4), the
 format ``text/plain`` announces, not in OpenMetrics as the reference does: in
 OpenMetrics a counter's ``# TYPE`` names the family without ``_total``
 (``# TYPE process_cpu_seconds counter`` over ``process_cpu_seconds_total``), so
@@ -19,34 +19,27 @@ from __future__ import annotations
 
 import gzip
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import generate_latest
-
+from linkerd_proxy.metrics.process import ProcessMetrics
 from linkerd_proxy.metrics.registry import Registry
 
 CONTENT_TYPE = "text/plain"
 _EOF = "# EOF\n"
 
 
-def render(registry: Registry, prom_registry: CollectorRegistry | None = None) -> str:
+def render(registry: Registry, process: ProcessMetrics | None = None) -> str:
     """Render one scrape and run retain-idle eviction on ``registry``.
 
     Args:
       registry: the legacy families (rendered first).
-      prom_registry: prometheus-client collectors (process, build info ...), or
-        ``None``.
+      process: the process and build-info metrics, or ``None``.
 
     Returns:
       The text body, always ending with ``# EOF\\n``.
     """
     legacy = registry.render()
-    if prom_registry is None:
+    if process is None:
         return legacy + _EOF
-    raw: bytes = generate_latest(prom_registry)
-    tail = raw.decode("utf-8")
-    if not tail.endswith(_EOF):
-        tail += _EOF
-    return legacy + tail
+    return legacy + process.render() + _EOF
 
 
 def wants_gzip(accept_encoding: str | None) -> bool:

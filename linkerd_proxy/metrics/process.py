@@ -1,10 +1,16 @@
-"""Process and build metrics, on a prometheus-client registry.
+"""Process and build metrics: ``process_*`` and ``proxy_build_info``.
 
-The prometheus-client side of the metrics layer: ``process_*`` (the library's
-process collector plus ``process_threads``, which it lacks and the reference has)
-and ``proxy_build_info{date,git_sha,profile,vendor,version} 1`` (label order as the
-reference encodes its ``BuildInfo`` struct). ``expose.render`` prints this registry
-after the legacy families. Pure: reads ``/proc`` at scrape time, no trio.
+The tail of the ``/metrics`` body (``expose.render`` prints it after the legacy
+families): the process series Prometheus client libraries export, read from
+``/proc`` at scrape time (``process_cpu_seconds_total``,
+``process_open_fds``, ``process_max_fds``, ``process_virtual_memory_bytes``,
+``process_resident_memory_bytes``, ``process_start_time_seconds``), plus
+``process_threads`` (which the reference has) and
+``proxy_build_info{date,git_sha,profile,vendor,version} 1`` (label order as the
+reference encodes its ``BuildInfo`` struct). Rendered in the Prometheus text
+format, values as Go prints floats. Own code rather than prometheus-client, whose
+61 modules cost ~3 MiB resident for these eight series (docs/decisions.md).
+Pure: no trio.
 """
 
 from __future__ import annotations
@@ -15,9 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
-from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 import linkerd_proxy
 
@@ -87,41 +90,166 @@ def _is_sha(text: str) -> bool:
     return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)
 
 
-class ThreadsCollector(Collector):
-    """``process_threads``: the number of OS threads (Linux ``/proc``)."""
-
-    def __init__(self, proc: Path = Path("/proc/self/task")) -> None:
-        self._proc = proc
-
-    def collect(self) -> Iterator[Metric]:
-        try:
-            count = len(os.listdir(self._proc))
-        except OSError:
-            return
-        yield GaugeMetricFamily("process_threads", "Number of OS threads in the process.", count)
+# ------------------------------------------------------------------ rendering
 
 
-def register_process_metrics(registry: CollectorRegistry) -> None:
-    """Register ``process_*`` (CPU, memory, fds, start time, threads) on ``registry``."""
-    ProcessCollector(registry=registry)
-    registry.register(ThreadsCollector())
+def go_float(value: float) -> str:
+    """A sample value as Go's ``strconv.FormatFloat(v, 'g', -1, 64)`` prints it,
+    the way Prometheus client libraries write the text format (``6.0``,
+    ``3.203072e+07``, ``+Inf``)."""
+    value = float(value)
+    if value == float("inf"):
+        return "+Inf"
+    if value == float("-inf"):
+        return "-Inf"
+    if value != value:
+        return "NaN"
+    text = repr(value)
+    dot = text.find(".")
+    # Go switches to an exponent from 1e21 on; repr from 1e16: shorten to the
+    # exponent form once there are more than 6 digits before the point.
+    if value > 0 and dot > 6:
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
 
 
-def register_build_info(registry: CollectorRegistry, info: BuildInfo | None = None) -> None:
-    """Register ``proxy_build_info`` (a constant 1 with the build's labels)."""
-    info = info or BuildInfo.current()
-    gauge = Gauge(
-        "proxy_build_info",
-        "Proxy build info",
-        ["date", "git_sha", "profile", "vendor", "version"],
-        registry=registry,
+def _label_value(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _family(name: str, kind: str, help_text: str, sample: str) -> str:
+    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n{sample}\n"
+
+
+@attrs.frozen
+class _Stat:
+    """What one scrape reads from ``/proc/<pid>/stat``."""
+
+    vsize: float
+    rss_pages: float
+    start_ticks: float
+    utime_ticks: float
+    stime_ticks: float
+
+
+def _read_stat(path: Path) -> _Stat:
+    # The command name (field 2) may hold spaces and parentheses: split after the
+    # last ")"; what follows starts at field 3 (state).
+    fields = path.read_bytes().rsplit(b")", 1)[-1].split()
+    return _Stat(
+        vsize=float(fields[20]),
+        rss_pages=float(fields[21]),
+        start_ticks=float(fields[19]),
+        utime_ticks=float(fields[11]),
+        stime_ticks=float(fields[12]),
     )
-    gauge.labels(info.date, info.git_sha, info.profile, info.vendor, info.version).set(1)
 
 
-def new_prom_registry(info: BuildInfo | None = None) -> CollectorRegistry:
-    """A prometheus-client registry with the process and build-info metrics."""
-    registry = CollectorRegistry(auto_describe=True)
-    register_process_metrics(registry)
-    register_build_info(registry, info)
-    return registry
+def _boot_time(proc: Path) -> float:
+    """``btime`` of ``/proc/stat`` (0 if absent or unreadable)."""
+    try:
+        with open(proc / "stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"btime "):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
+
+
+def _max_fds(limits: Path) -> float | None:
+    with open(limits, "rb") as f:
+        for line in f:
+            if line.startswith(b"Max open file"):
+                return float(line.split()[3])
+    return None
+
+
+class ProcessMetrics:
+    """``process_*`` of this process and ``proxy_build_info``, read per scrape.
+
+    Args:
+        build: what ``proxy_build_info`` says (default: :meth:`BuildInfo.current`).
+        proc: where procfs is mounted.
+        pid: the process to describe (``"self"``).
+
+    Without ``/proc`` (``btime`` unreadable) only ``proxy_build_info`` is rendered;
+    a file that cannot be read leaves out the series read from it.
+    """
+
+    def __init__(
+        self, build: BuildInfo | None = None, *, proc: Path = Path("/proc"), pid: str = "self"
+    ) -> None:
+        info = build or BuildInfo.current()
+        labels = ",".join(
+            f'{k}="{_label_value(v)}"'
+            for k, v in (
+                ("date", info.date),
+                ("git_sha", info.git_sha),
+                ("profile", info.profile),
+                ("vendor", info.vendor),
+                ("version", info.version),
+            )
+        )
+        self._build_info = _family(
+            "proxy_build_info", "gauge", "Proxy build info", f"proxy_build_info{{{labels}}} 1.0"
+        )
+        self._proc = proc
+        self._dir = proc / pid
+        self._ticks = float(os.sysconf("SC_CLK_TCK"))
+        self._page_size = float(os.sysconf("SC_PAGE_SIZE"))
+        self._btime = _boot_time(proc)
+
+    def render(self) -> str:
+        """The families in the text format, each with its HELP and TYPE."""
+        return "".join(self._families()) + self._threads() + self._build_info
+
+    def _threads(self) -> str:
+        try:
+            threads = len(os.listdir(self._dir / "task"))
+        except OSError:
+            return ""
+        return _gauge("process_threads", "Number of OS threads in the process.", threads)
+
+    def _families(self) -> Iterator[str]:
+        if not self._btime:
+            return
+        try:
+            stat = _read_stat(self._dir / "stat")
+        except OSError:
+            pass
+        else:
+            cpu = stat.utime_ticks / self._ticks + stat.stime_ticks / self._ticks
+            yield from (
+                _gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", stat.vsize),
+                _gauge(
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes.",
+                    stat.rss_pages * self._page_size,
+                ),
+                _gauge(
+                    "process_start_time_seconds",
+                    "Start time of the process since unix epoch in seconds.",
+                    stat.start_ticks / self._ticks + self._btime,
+                ),
+                _family(
+                    "process_cpu_seconds_total",
+                    "counter",
+                    "Total user and system CPU time spent in seconds.",
+                    f"process_cpu_seconds_total {go_float(cpu)}",
+                ),
+            )
+        try:
+            max_fds = _max_fds(self._dir / "limits")
+            open_fds = len(os.listdir(self._dir / "fd"))
+        except OSError:
+            pass
+        else:
+            yield _gauge("process_open_fds", "Number of open file descriptors.", open_fds)
+            if max_fds is not None:
+                yield _gauge("process_max_fds", "Maximum number of open file descriptors.", max_fds)
+
+
+def _gauge(name: str, help_text: str, value: float) -> str:
+    return _family(name, "gauge", help_text, f"{name} {go_float(value)}")

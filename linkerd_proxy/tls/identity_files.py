@@ -40,6 +40,7 @@ __all__ = [
     "load_trust_anchors",
     "main",
     "prepare_identity_dir",
+    "private_key_pem",
 ]
 
 log = logging.getLogger("linkerd_proxy.identity")
@@ -201,6 +202,15 @@ def load_identity_dir(directory: str | os.PathLike[str]) -> tuple[PrivateKeyType
     if not csr.is_signature_valid or csr.public_key() != key.public_key():
         raise IdentityFilesError(f"CSR {str(csr_path)!r} is not signed by {KEY_FILE}")
     return key, csr_der
+
+
+def private_key_pem(key: PrivateKeyTypes) -> bytes:
+    """``key`` as an unencrypted PKCS#8 PEM block (what ``ssl`` loads)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def load_trust_anchors(pem: str | bytes) -> list[x509.Certificate]:

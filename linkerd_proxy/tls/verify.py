@@ -35,7 +35,7 @@ from cryptography.x509.verification import (
 
 from linkerd_proxy.errors import CertificateVerifyError
 
-__all__ = ["MAX_CHAIN_DEPTH", "identities_of", "verify_chain"]
+__all__ = ["MAX_CHAIN_DEPTH", "identities_of", "identities_of_der", "verify_chain"]
 
 #: Intermediates allowed between the leaf and an anchor (the webpki default).
 MAX_CHAIN_DEPTH = 8
@@ -104,6 +104,14 @@ def identities_of(cert: x509.Certificate) -> tuple[str, ...]:
     """
     dns, uris = _sans(cert)
     return (*dns, *uris)
+
+
+def identities_of_der(der: bytes) -> tuple[str, ...]:
+    """:func:`identities_of` a DER certificate (``()`` if it does not parse)."""
+    try:
+        return identities_of(x509.load_der_x509_certificate(der))
+    except ValueError:
+        return ()
 
 
 def _names_identity(cert: x509.Certificate, identity: str) -> bool:
