@@ -11,13 +11,19 @@ recovery rule: the first update of every (re)opened stream replaces the whole
 set, so the endpoints kept across an outage are exactly the server's snapshot
 once it answers again. While the stream is down nothing is delivered, so the
 balancer keeps routing on the last set.
+
+Importing this module loads neither the generated API nor the gRPC bridge (a
+proxy without a control plane imports it but never calls it): the gRPC types are
+annotations only, and the codec is built on first use.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -26,17 +32,23 @@ from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.discovery.endpoint import EndpointMeta, addr_from_proto, endpoint_from_proto
 from linkerd_proxy.discovery.updates import Add, DoesNotExist, Remove, Reset, Update
 from linkerd_proxy.errors import DiscoveryRejected, GrpcError
-from linkerd_proxy.grpc.bridge import Codec
-from linkerd_proxy.grpc.client import ControlClient, ControlStream
+
+if TYPE_CHECKING:
+    from linkerd_proxy.grpc.bridge import Codec
+    from linkerd_proxy.grpc.client import ControlClient, ControlStream
 
 log = logging.getLogger(__name__)
 
 GET = "/io.linkerd.proxy.destination.Destination/Get"
 
-#: The codec of ``Destination.Get`` calls.
-GET_CODEC: Codec[api.destination.GetDestination, api.destination.Update] = Codec(
-    bytes, api.destination.Update.parse
-)
+
+@functools.cache
+def get_codec() -> Codec[api.destination.GetDestination, api.destination.Update]:
+    """The codec of ``Destination.Get`` calls (built once, on first use)."""
+    from linkerd_proxy.grpc.bridge import Codec  # not at import: see the module doc
+
+    return Codec(bytes, api.destination.Update.parse)
+
 
 EndpointUpdate = Update[EndpointMeta]
 
@@ -143,5 +155,5 @@ async def open_resolution(
     Cancellation: leaving the block cancels the watch and resets its stream.
     """
     request = get_request(path, context_token)
-    async with client.open_stream(GET, request, GET_CODEC, buffer=buffer) as stream:
+    async with client.open_stream(GET, request, get_codec(), buffer=buffer) as stream:
         yield Resolution(path, stream)

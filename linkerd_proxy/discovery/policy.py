@@ -13,15 +13,21 @@ reference does. NOT_FOUND / UNIMPLEMENTED end the watch with ``PolicyNotFound``:
 the caller synthesizes a default. The policy ``ControlClient`` must be built with
 ``is_fatal=policy_is_fatal`` so that those codes end the watch instead of being
 retried.
+
+Importing this module loads neither the generated API nor the gRPC bridge: the
+gRPC client types are annotations only and the codec is built on first use. It
+does load the pure ``grpc.status``, so a proxy without a control plane does not
+import it at all (``outbound.discover`` imports it when a watch starts).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -66,17 +72,16 @@ from linkerd_proxy.discovery.policy_model import (
     invalid_policy,
 )
 from linkerd_proxy.errors import DiscoveryRejected, GrpcError, PolicyNotFound
-from linkerd_proxy.grpc.bridge import Codec
-from linkerd_proxy.grpc.client import ControlClient, ControlStream, fatal_for_watch
 from linkerd_proxy.grpc.status import Code
 from linkerd_proxy.transport.backoff import ExponentialBackoff
+
+if TYPE_CHECKING:
+    from linkerd_proxy.grpc.bridge import Codec
+    from linkerd_proxy.grpc.client import ControlClient, ControlStream
 
 log = logging.getLogger(__name__)
 
 WATCH = "/io.linkerd.proxy.outbound.OutboundPolicies/Watch"
-WATCH_CODEC: Codec[api.outbound.TrafficSpec, api.outbound.OutboundPolicy] = Codec(
-    bytes, api.outbound.OutboundPolicy.parse
-)
 NOT_FOUND_CODES = frozenset({Code.NOT_FOUND, Code.UNIMPLEMENTED})
 
 
@@ -84,8 +89,18 @@ class InvalidPolicy(ValueError):
     """A policy from the control plane is missing something it needs."""
 
 
+@functools.cache
+def watch_codec() -> Codec[api.outbound.TrafficSpec, api.outbound.OutboundPolicy]:
+    """The codec of ``OutboundPolicies.Watch`` calls (built once, on first use)."""
+    from linkerd_proxy.grpc.bridge import Codec  # not at import: see the module doc
+
+    return Codec(bytes, api.outbound.OutboundPolicy.parse)
+
+
 def policy_is_fatal(error: GrpcError) -> bool:
     """``is_fatal`` for the policy client: also NOT_FOUND and UNIMPLEMENTED."""
+    from linkerd_proxy.grpc.client import fatal_for_watch  # not at import: see the module doc
+
     return fatal_for_watch(error) or error.status in NOT_FOUND_CODES
 
 
@@ -425,5 +440,5 @@ async def open_policy(
     Cancellation: leaving the block cancels the watch and resets its stream.
     """
     request = traffic_spec(workload, target)
-    async with client.open_stream(WATCH, request, WATCH_CODEC, buffer=4) as stream:
+    async with client.open_stream(WATCH, request, watch_codec(), buffer=4) as stream:
         yield PolicyWatch(target, stream, detect_timeout)

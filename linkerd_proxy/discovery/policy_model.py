@@ -7,14 +7,17 @@ accrual. ``discovery.policy`` builds them from the API messages.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from linkerd_proxy.addrs import SocketAddr
 from linkerd_proxy.discovery.endpoint import EndpointMeta
-from linkerd_proxy.grpc.status import Code
 from linkerd_proxy.transport.backoff import ExponentialBackoff
+
+if TYPE_CHECKING:
+    # Annotation only: the outbound stacks read these models without a control plane.
+    from linkerd_proxy.grpc.status import Code
 
 
 @attrs.frozen

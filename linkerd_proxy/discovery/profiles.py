@@ -8,16 +8,23 @@ splits (``dst_overrides``) and, for pod-IP lookups, the endpoint itself.
 Which targets are looked up at all is :func:`should_lookup_profile`
 (``DESTINATION_PROFILE_SUFFIXES`` / ``DESTINATION_PROFILE_NETWORKS``). The
 translation (:func:`profile_from_proto`) is pure; :func:`open_profile` watches.
+
+Importing this module loads neither the generated API nor the gRPC bridge: the
+outbound stacks read :class:`Profile` and :func:`should_lookup_profile` even
+without a control plane, so the gRPC types are annotations only and the codec is
+built on first use.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import re
 from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -33,15 +40,23 @@ from linkerd_proxy.discovery.endpoint import (
     labels,
 )
 from linkerd_proxy.errors import DiscoveryRejected, GrpcError
-from linkerd_proxy.grpc.bridge import Codec
-from linkerd_proxy.grpc.client import ControlClient, ControlStream
+
+if TYPE_CHECKING:
+    from linkerd_proxy.grpc.bridge import Codec
+    from linkerd_proxy.grpc.client import ControlClient, ControlStream
 
 log = logging.getLogger(__name__)
 
 GET_PROFILE = "/io.linkerd.proxy.destination.Destination/GetProfile"
-PROFILE_CODEC: Codec[api.destination.GetDestination, api.destination.DestinationProfile] = Codec(
-    bytes, api.destination.DestinationProfile.parse
-)
+
+
+@functools.cache
+def profile_codec() -> Codec[api.destination.GetDestination, api.destination.DestinationProfile]:
+    """The codec of ``GetProfile`` calls (built once, on first use)."""
+    from linkerd_proxy.grpc.bridge import Codec  # not at import: see the module doc
+
+    return Codec(bytes, api.destination.DestinationProfile.parse)
+
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -382,5 +397,5 @@ async def open_profile(
     Cancellation: leaving the block cancels the watch and resets its stream.
     """
     request = get_request(str(target), context_token)
-    async with client.open_stream(GET_PROFILE, request, PROFILE_CODEC, buffer=4) as stream:
+    async with client.open_stream(GET_PROFILE, request, profile_codec(), buffer=4) as stream:
         yield ProfileWatch(target, stream)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
 
@@ -28,9 +28,11 @@ from linkerd_proxy.discovery.destination import open_resolution
 from linkerd_proxy.discovery.endpoint import EndpointMeta
 from linkerd_proxy.discovery.updates import DoesNotExist
 from linkerd_proxy.errors import BackendFailed, DiscoveryRejected, FailFast
-from linkerd_proxy.grpc.client import ControlClient
 from linkerd_proxy.http.loadshed import Queue
 from linkerd_proxy.stack import NewService, Service
+
+if TYPE_CHECKING:
+    from linkerd_proxy.grpc.client import ControlClient
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
-from linkerd_proxy.grpc.client import ControlClient
 from linkerd_proxy.identity.store import IdentityStore
 from linkerd_proxy.outbound.logical import Discoveries
+
+if TYPE_CHECKING:
+    from linkerd_proxy.grpc.client import ControlClient
 
 
 @attrs.frozen

@@ -5,6 +5,9 @@ One :class:`Discovery` per original destination lives in an idle cache (outbound
 it starts, in the background nursery, ``GetProfile`` (when the IP is in
 ``DESTINATION_PROFILE_NETWORKS``) and ``OutboundPolicies.Watch`` in parallel, and
 recomputes its :class:`~linkerd_proxy.outbound.routing.Routing` on every update.
+Without a control plane nothing here starts, and nothing gRPC is imported: the
+clients are annotations only, and ``discovery.policy`` is imported by the first
+policy watch.
 
 A connection waits for the first decision at most the fail-fast timeout (a silent
 controller gives 504, as the reference's discovery tests expect); a policy lookup
@@ -14,17 +17,20 @@ the controller rejects (InvalidArgument/FailedPrecondition) fails the connection
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from linkerd_proxy.addrs import SocketAddr
-from linkerd_proxy.discovery.policy import open_policy
-from linkerd_proxy.discovery.policy_model import OutboundPolicy
-from linkerd_proxy.discovery.profiles import IpNetwork, Profile, open_profile, should_lookup_profile
+from linkerd_proxy.discovery.profiles import open_profile, should_lookup_profile
 from linkerd_proxy.errors import DiscoveryRejected, FailFast, PolicyNotFound
-from linkerd_proxy.grpc.client import ControlClient
 from linkerd_proxy.outbound.routing import NOT_FOUND, NotFound, Routing, decide
+
+if TYPE_CHECKING:
+    from linkerd_proxy.discovery.policy_model import OutboundPolicy
+    from linkerd_proxy.discovery.profiles import IpNetwork, Profile
+    from linkerd_proxy.grpc.client import ControlClient
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +155,8 @@ class Discovery:
             self._policy = NOT_FOUND
             self._changed_now()
             return
+        from linkerd_proxy.discovery.policy import open_policy  # see the module doc
+
         try:
             async with open_policy(
                 c.policy, c.workload, self.orig_dst, detect_timeout=c.detect_timeout

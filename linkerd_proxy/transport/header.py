@@ -7,10 +7,9 @@ read to :func:`decode_header` until it answers, within the detect timeout.
 
 On the wire (SPEC section 5): the 23-byte :data:`PREFACE`, a big-endian u32
 length, then that many bytes of the protobuf ``transport.l5d.io.Header``
-(port = 1, name = 2, session_protocol = 3 with a oneof http1 = 1 / http2 = 2).
-Messages are built and read with the generated classes in
-``linkerd_proxy.api.transport_header``; the wire is walked first by a strict
-checker, since that runtime accepts truncated fields and mismatched wire types.
+(port = 1, name = 2, session_protocol = 3 with a oneof http1 = 1 / http2 = 2),
+written and read by :mod:`~linkerd_proxy.transport.header_proto` without a
+protobuf runtime.
 
 This module does no I/O and never imports trio.
 """
@@ -22,8 +21,8 @@ import re
 
 import attrs
 
-from linkerd_proxy.api import transport_header as pb
 from linkerd_proxy.errors import TransportHeaderError
+from linkerd_proxy.transport.header_proto import Kind, WireError, decode_fields, encode_fields
 
 __all__ = [
     "MAX_HEADER_LEN",
@@ -58,6 +57,10 @@ class SessionProtocol(enum.Enum):
 
     HTTP1 = "http1"
     HTTP2 = "http2"
+
+
+_KIND_OF = {SessionProtocol.HTTP1: Kind.HTTP1, SessionProtocol.HTTP2: Kind.HTTP2}
+_PROTOCOL_OF = {kind: protocol for protocol, kind in _KIND_OF.items()}
 
 
 def _is_dns_name(name: str) -> bool:
@@ -95,17 +98,10 @@ class TransportHeader:
     name: str | None = attrs.field(default=None, validator=_check_name)
     protocol: SessionProtocol | None = None
 
-    def to_proto(self) -> pb.Header:
-        session: pb.SessionProtocol | None = None
-        if self.protocol is SessionProtocol.HTTP1:
-            session = pb.SessionProtocol(http1=pb.SessionProtocolHttp1())
-        elif self.protocol is SessionProtocol.HTTP2:
-            session = pb.SessionProtocol(http2=pb.SessionProtocolHttp2())
-        return pb.Header(port=self.port, name=self.name or "", session_protocol=session)
-
     def encode(self) -> bytes:
         """The header as written on the wire: preface, length, message."""
-        message = bytes(self.to_proto())
+        kind = None if self.protocol is None else _KIND_OF[self.protocol]
+        message = encode_fields(self.port, self.name or "", kind)
         return PREFACE + len(message).to_bytes(_LEN_SIZE, "big") + message
 
 
@@ -172,83 +168,14 @@ def decode_header(data: bytes | bytearray | memoryview) -> Decoded | NeedMore | 
 
 def _decode_message(message: bytes) -> TransportHeader:
     try:
-        _check_wire(message, _HEADER_SCHEMA)
-        proto = pb.Header.parse(message)
-    except (_WireError, ValueError) as exc:
+        fields = decode_fields(message)
+    except WireError as exc:
         raise TransportHeaderError(f"malformed transport header: {exc}") from None
-    if not 1 <= proto.port <= 65535:
-        raise TransportHeaderError(f"invalid port in transport header: {proto.port}")
-    name = proto.name or None
+    if not 1 <= fields.port <= 65535:
+        raise TransportHeaderError(f"invalid port in transport header: {fields.port}")
+    name = fields.name or None
     if name is not None and not _is_dns_name(name):
         raise TransportHeaderError(f"invalid name in transport header: {name!r}")
-    protocol: SessionProtocol | None = None
-    session = proto.session_protocol
     # An unset or unknown oneof means no protocol (opaque), as in the reference.
-    if session is not None and session.http1 is not None:
-        protocol = SessionProtocol.HTTP1
-    elif session is not None and session.http2 is not None:
-        protocol = SessionProtocol.HTTP2
-    return TransportHeader(port=proto.port, name=name, protocol=protocol)
-
-
-# ---------------------------------------------------------------- wire checking
-
-
-class _WireError(Exception):
-    pass
-
-
-_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
-
-# field number -> (wire type, schema of the nested message or "utf8" or None).
-_Schema = dict[int, tuple[int, "_Schema | str | None"]]
-_EMPTY: _Schema = {}
-_SESSION_SCHEMA: _Schema = {1: (_LEN, _EMPTY), 2: (_LEN, _EMPTY)}
-_HEADER_SCHEMA: _Schema = {1: (_VARINT, None), 2: (_LEN, "utf8"), 3: (_LEN, _SESSION_SCHEMA)}
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    for i in range(10):
-        if pos >= len(buf):
-            raise _WireError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, pos
-    raise _WireError("varint longer than 10 bytes")
-
-
-def _check_wire(buf: bytes, schema: _Schema) -> None:
-    """Walk a message: every tag, length and known field's wire type must hold."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        field, wire = key >> 3, key & 7
-        if field == 0 or field > 0x1FFFFFFF:
-            raise _WireError(f"invalid field number {field}")
-        expected, nested = schema.get(field, (wire, None))
-        if wire != expected:
-            raise _WireError(f"field {field} has wire type {wire}, expected {expected}")
-        if wire == _VARINT:
-            _, pos = _varint(buf, pos)
-        elif wire in (_FIXED64, _FIXED32):
-            pos += 8 if wire == _FIXED64 else 4
-            if pos > len(buf):
-                raise _WireError(f"truncated field {field}")
-        elif wire == _LEN:
-            size, pos = _varint(buf, pos)
-            if size > len(buf) - pos:
-                raise _WireError(f"truncated field {field}")
-            value = buf[pos : pos + size]
-            pos += size
-            if nested == "utf8":
-                try:
-                    value.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise _WireError(f"field {field} is not UTF-8") from None
-            elif isinstance(nested, dict):
-                _check_wire(value, nested)
-        else:
-            raise _WireError(f"unsupported wire type {wire}")
+    protocol = None if fields.kind is None else _PROTOCOL_OF[fields.kind]
+    return TransportHeader(port=fields.port, name=name, protocol=protocol)

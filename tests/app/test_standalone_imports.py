@@ -1,8 +1,9 @@
 """A standalone proxy loads nothing it does not use (idle RSS, BENCH.md).
 
 A fresh interpreter starts the standalone app in-process (the code the binary
-runs), proxies one HTTP/1.1 request to a backend, scrapes ``/metrics``, and
-reports ``sys.modules``. Each module family below costs 1.5-9 MiB resident.
+runs), proxies an HTTP/1.1 request, an HTTP/2 request and an opaque TCP exchange
+through each of the outbound and inbound listeners to a backend, scrapes
+``/metrics``, and reports ``sys.modules``. Each module family below costs 1.5-9 MiB resident.
 """
 
 from __future__ import annotations
@@ -13,24 +14,89 @@ import sys
 
 import pytest
 
-_SCRIPT = """
+_SCRIPT = r"""
 import functools, json, sys
+import h2.config, h2.connection, h2.events
 import trio
 from linkerd_proxy.testing.proxy import open_proxy
 from linkerd_proxy.addrs import SocketAddr
 
-RESPONSE = b"HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\n\\r\\nok"
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+async def serve_h2(stream, buf):
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    conn.initiate_connection()
+    while True:
+        for event in conn.receive_data(buf):
+            if isinstance(event, h2.events.RequestReceived):
+                conn.send_headers(event.stream_id, [(":status", "200"), ("content-length", "2")])
+                conn.send_data(event.stream_id, b"ok", end_stream=True)
+        await stream.send_all(conn.data_to_send())
+        buf = await stream.receive_some(65536)
+        if not buf:
+            return
 
 async def backend(stream):
+    # HTTP/1 gets a response, HTTP/2 (prior knowledge) too, anything else an echo.
     buf = b""
     with trio.fail_after(10):
-        while b"\\r\\n\\r\\n" not in buf:
+        while True:
             chunk = await stream.receive_some(65536)
             if not chunk:
                 return
             buf += chunk
-        await stream.send_all(RESPONSE)
-        await stream.aclose()
+            if buf.startswith(H2_PREFACE):
+                await serve_h2(stream, buf)
+                return
+            if b"\r\n\r\n" in buf and b"HTTP/1.1" in buf:
+                await stream.send_all(RESPONSE)
+                await stream.aclose()
+                return
+            if b"\n" in buf and not H2_PREFACE.startswith(buf[:len(H2_PREFACE)]):
+                await stream.send_all(buf)
+                buf = b""
+
+async def http1(addr):
+    stream = await trio.open_tcp_stream(str(addr.ip), addr.port)
+    await stream.send_all(b"GET / HTTP/1.1\r\nhost: backend\r\nconnection: close\r\n\r\n")
+    got = b""
+    while chunk := await stream.receive_some(65536):
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"ok"), got
+
+async def http2(addr):
+    stream = await trio.open_tcp_stream(str(addr.ip), addr.port)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    headers = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "backend")]
+    conn.send_headers(1, headers, end_stream=True)
+    await stream.send_all(conn.data_to_send())
+    status, body, ended = None, b"", False
+    while not ended:
+        data = await stream.receive_some(65536)
+        assert data, "h2 connection closed early"
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                status = dict(event.headers)[b":status"]
+            elif isinstance(event, h2.events.DataReceived):
+                body += event.data
+            elif isinstance(event, h2.events.StreamEnded):
+                ended = True
+        await stream.send_all(conn.data_to_send())
+    assert (status, body) == (b"200", b"ok"), (status, body)
+    await stream.aclose()
+
+async def tcp(addr):
+    stream = await trio.open_tcp_stream(str(addr.ip), addr.port)
+    await stream.send_all(b"\x00\x01 opaque bytes\n")
+    got = b""
+    while len(got) < 16:
+        chunk = await stream.receive_some(65536)
+        assert chunk, got
+        got += chunk
+    assert got == b"\x00\x01 opaque bytes\n", got
+    await stream.aclose()
 
 async def main():
     async with trio.open_nursery() as nursery:
@@ -39,45 +105,41 @@ async def main():
         port = listeners[0].socket.getsockname()[1]
         async with open_proxy(orig_dst=SocketAddr.parse(f"127.0.0.1:{port}")) as proxy:
             with trio.fail_after(20):
-                out = proxy.addrs.outbound[0]
-                stream = await trio.open_tcp_stream(str(out.ip), out.port)
-                await stream.send_all(
-                    b"GET / HTTP/1.1\\r\\nhost: backend\\r\\nconnection: close\\r\\n\\r\\n"
-                )
-                got = b""
-                while chunk := await stream.receive_some(65536):
-                    got += chunk
-                assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"ok"), got
+                out, inb = proxy.addrs.outbound[0], proxy.addrs.inbound
+                for addr in (out, inb):
+                    await http1(addr)
+                    await http2(addr)
+                    await tcp(addr)
                 scrape = await proxy.scrape()
-                assert scrape.value("request_total", direction="outbound") == 1
+                for direction in ("outbound", "inbound"):
+                    assert scrape.value("request_total", direction=direction) == 2
         nursery.cancel_scope.cancel()
     print(json.dumps(sorted(sys.modules)))
 
 trio.run(main)
 """
 
-#: Loaded by the proxy only with identity or a control plane.
+#: Loaded by the proxy only with identity or a control plane: identity, the
+#: gRPC bridge (asyncio, trio-asyncio, grpclib), the generated API and its
+#: protobuf runtime (betterproto2, and pydantic, which it imports opportunistically).
+#: The data-path stacks read discovery's models and the transport header codec,
+#: which import none of these (``linkerd_proxy.api`` itself is a lazy namespace).
 FORBIDDEN = (
+    "asyncio",
+    "betterproto2",
     "cryptography",
-    "prometheus_client",
+    "grpclib",
+    "linkerd_proxy.api.google",
+    "linkerd_proxy.api.io",
+    "linkerd_proxy.api.message_pool",
+    "linkerd_proxy.api.transport",
     "linkerd_proxy.app.control",
+    "linkerd_proxy.discovery.policy",
+    "linkerd_proxy.grpc",
     "linkerd_proxy.identity.certify",
     "linkerd_proxy.tls.identity_files",
     "linkerd_proxy.tls.verify",
-)
-
-#: Still loaded by a standalone proxy: the outbound and inbound stacks import the
-#: discovery modules (``discovery.profiles``, ``discovery.policy``, which build
-#: their codecs from the generated API at import time), ``grpc`` (whose package
-#: imports the bridge), and ``transport.header`` imports the generated transport
-#: header message (betterproto2, pydantic). Outside ``app``/``identity``/``tls``.
-FORBIDDEN_NOT_YET = (
-    "asyncio",
-    "betterproto2",
-    "grpclib",
-    "linkerd_proxy.api.io",
-    "linkerd_proxy.api.transport",
-    "linkerd_proxy.grpc",
+    "prometheus_client",
     "pydantic",
     "pydantic_core",
     "trio_asyncio",
@@ -99,12 +161,7 @@ def _loaded(modules: list[str], prefixes: tuple[str, ...]) -> list[str]:
     return [m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes)]
 
 
-def test_standalone_loads_no_identity_control_or_prometheus_client(
+def test_standalone_loads_no_identity_control_plane_or_protobuf_runtime(
     standalone_modules: list[str],
 ) -> None:
     assert _loaded(standalone_modules, FORBIDDEN) == []
-
-
-@pytest.mark.xfail(strict=True, reason="the data-path stacks still import discovery and grpc")
-def test_standalone_loads_no_grpc_or_generated_api(standalone_modules: list[str]) -> None:
-    assert _loaded(standalone_modules, FORBIDDEN_NOT_YET) == []
