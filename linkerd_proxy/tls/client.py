@@ -9,11 +9,11 @@ endpoint's identity must be among the leaf's SANs. When ALPN
 from __future__ import annotations
 
 import ssl
-from typing import Any
 
 import trio
 
 from linkerd_proxy.identity.store import check_server_identity
+from linkerd_proxy.tls.stream import TlsStream
 
 
 async def connect_tls(
@@ -23,7 +23,7 @@ async def connect_tls(
     server_name: str,
     server_id: str,
     timeout: float,  # noqa: ASYNC109 (bounded handshake, raises TooSlowError)
-) -> trio.SSLStream[trio.abc.Stream]:
+) -> TlsStream:
     """Wrap ``stream`` in TLS and check that the server is ``server_id``.
 
     Raises:
@@ -31,14 +31,13 @@ async def connect_tls(
         trio.BrokenResourceError: the handshake failed.
         PeerIdentityMismatch: the server is not ``server_id``.
     """
-    tls = trio.SSLStream(stream, context, server_hostname=server_name)
+    tls = TlsStream(stream, context, server_hostname=server_name)
     with trio.fail_after(timeout):
         await tls.do_handshake()
     check_server_identity(tls, server_id)
     return tls
 
 
-def negotiated_alpn(tls: trio.SSLStream[Any]) -> str | None:
+def negotiated_alpn(tls: TlsStream) -> str | None:
     """The ALPN protocol the handshake settled on, if any."""
-    alpn: str | None = tls.selected_alpn_protocol()
-    return alpn
+    return tls.selected_alpn_protocol()

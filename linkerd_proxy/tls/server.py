@@ -26,6 +26,7 @@ from linkerd_proxy.tls.client_hello import (
     NeedMore,
     parse_client_hello,
 )
+from linkerd_proxy.tls.stream import TlsStream
 from linkerd_proxy.transport.prefixed import PrefixedStream
 
 
@@ -97,14 +98,14 @@ async def terminate(
     context: ssl.SSLContext,
     *,
     timeout: float,  # noqa: ASYNC109 (bounded handshake, raises TooSlowError)
-) -> tuple[trio.SSLStream[PrefixedStream], str | None]:
+) -> tuple[TlsStream, str | None]:
     """Complete the server side of the handshake; return the stream and the client id.
 
     Raises:
         trio.TooSlowError: the handshake did not finish within ``timeout``.
         trio.BrokenResourceError: the handshake failed.
     """
-    tls = trio.SSLStream(PrefixedStream(stream, buffered), context, server_side=True)
+    tls = TlsStream(PrefixedStream(stream, buffered), context, server_side=True)
     with trio.fail_after(timeout):
         await tls.do_handshake()
     return tls, peer_identity(tls)

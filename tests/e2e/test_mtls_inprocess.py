@@ -369,3 +369,43 @@ async def test_transport_header_with_protocol_hints(pair: Pair, hint: str) -> No
     else:
         assert body == b"" and requests == 0
         assert inb.value("tcp_open_total", direction="inbound", tls="true", client_id=A_ID) == 1
+
+
+async def test_tcp_half_close_passes_through_mtls(pair: Pair, nursery: trio.Nursery) -> None:
+    """A meshed TCP client that shuts down its write side still gets the reply:
+    A turns the client's FIN into close_notify, B turns that into a FIN to the
+    app, and the app's answer and FIN come back the same way."""
+
+    async def answer_after_eof(stream: trio.SocketStream) -> None:
+        async with stream:
+            request = b""
+            with trio.fail_after(10):
+                while data := await stream.receive_some(65536):
+                    request += data
+            await stream.send_all(b"got %d bytes: " % len(request) + request[::-1])
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, answer_after_eof, 0))
+    app = SocketAddr(LOCALHOST, listeners[0].socket.getsockname()[1])
+    await pair.cp.dst.set_endpoints(
+        NAME,
+        [
+            Endpoint(
+                app,
+                tls_identity=B_ID,
+                opaque_port=pair.b.addrs.inbound.port,
+                protocol_hint="opaque",
+            )
+        ],
+    )
+    request = b"\x00not http " + bytes(range(256)) * 400  # ~100 KiB, opaque
+    stream = await trio.open_tcp_stream(*pair.a.addrs.outbound[0].to_sockaddr())
+    async with stream:
+        with trio.fail_after(15):
+            await stream.send_all(request)
+            await stream.send_eof()
+            reply = b""
+            while data := await stream.receive_some(65536):
+                reply += data
+    assert reply == b"got %d bytes: " % len(request) + request[::-1]
+    inb = await pair.b.scrape()
+    assert inb.value("tcp_open_total", direction="inbound", tls="true", client_id=A_ID) == 1
