@@ -17,7 +17,7 @@ Three copiers, picked per connection pair:
 
 Half-close passes through (BENCH.md lesson 5): EOF from one side becomes
 ``send_eof`` on the other, and the opposite direction keeps going until it ends
-too. A destination that cannot half-close (e.g. ``trio.SSLStream``) is closed
+too. A destination that cannot half-close (e.g. ``trio.SSLStream``; our ``TlsStream`` can) is closed
 outright at the source's EOF, ending both directions, so that its peer sees the
 end instead of waiting forever. An error in either direction stops both; both
 streams are always closed on return.

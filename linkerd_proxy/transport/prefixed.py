@@ -1,7 +1,7 @@
 """A stream that replays bytes already read before reading from the wire again.
 
 Detection (TLS ClientHello, HTTP) reads the first bytes of a connection; whoever
-handles it next (``trio.SSLStream``, an HTTP driver) must see them first.
+handles it next (the TLS stream, an HTTP driver) must see them first.
 """
 
 from __future__ import annotations
