@@ -275,7 +275,7 @@ class World:
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             self.proxy_error = f"proxy not runnable: {str(exc)[-1500:]}"
             for proxy in self.proxies:
-                proxy.kill()
+                proxy.close()
             self.proxies.clear()
 
     @property
@@ -316,7 +316,7 @@ class World:
             logs = "".join(p.logs()[-1000:] for p in self.mtls_proxies)
             self.mtls_error = f"mTLS proxies not runnable: {str(exc)[-1500:]} {logs}"
             for proxy in self.mtls_proxies:
-                proxy.kill()
+                proxy.close()
             self.mtls_proxies.clear()
 
     def _start_nginx_grpc(self, ca_dir: str) -> None:
@@ -345,7 +345,7 @@ class World:
         """Stop everything: politely, then by force; then anything left in the pods."""
         for proxy in [*self.proxies, *self.mtls_proxies]:
             with contextlib.suppress(Exception):
-                proxy.kill()
+                proxy.close()
             with contextlib.suppress(OSError):
                 os.unlink(proxy.log_path)
         procs = [p for group in self.procs.values() for p in group]

@@ -16,6 +16,7 @@ running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -78,7 +79,14 @@ class ProxyProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill the process (if running) and remove its log file: after this,
+        :meth:`logs` is gone. Leaving the ``with`` block does this."""
         self.kill()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.log_path)
 
     def logs(self) -> str:
         with open(self.log_path, errors="replace") as f:
