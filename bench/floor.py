@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 
 import httptools
 import trio
@@ -77,7 +78,18 @@ async def _copy(src: socket.socket, dst: socket.socket) -> None:
         pass
 
 
-async def _relay(client: trio.SocketStream, upstream_addr: tuple[str, int]) -> None:
+async def _relay(a: socket.socket, b: socket.socket) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_copy, a, b)
+        nursery.start_soon(_copy, b, a)
+
+
+async def _with_upstream(
+    client: trio.SocketStream,
+    upstream_addr: tuple[str, int],
+    run: Callable[[socket.socket, socket.socket], Awaitable[None]],
+) -> None:
+    # One upstream connection per client connection; ``run`` gets both raw sockets.
     async with client:
         try:
             upstream = await trio.open_tcp_stream(*upstream_addr)
@@ -86,9 +98,9 @@ async def _relay(client: trio.SocketStream, upstream_addr: tuple[str, int]) -> N
         async with upstream:
             a, b = _raw(client), _raw(upstream)
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_copy, a, b)
-                    nursery.start_soon(_copy, b, a)
+                await run(a, b)
+            except (OSError, httptools.HttpParserError):
+                pass
             finally:
                 a.detach()
                 b.detach()
@@ -118,23 +130,6 @@ class _Message:
 
     def on_message_complete(self) -> None:
         self.done = True
-
-
-async def _http1(client: trio.SocketStream, upstream_addr: tuple[str, int]) -> None:
-    async with client:
-        try:
-            upstream = await trio.open_tcp_stream(*upstream_addr)
-        except OSError:
-            return
-        async with upstream:
-            a, b = _raw(client), _raw(upstream)
-            try:
-                await _serve(a, b)
-            except (OSError, httptools.HttpParserError):
-                pass
-            finally:
-                a.detach()
-                b.detach()
 
 
 async def _serve(client: socket.socket, upstream: socket.socket) -> None:
@@ -173,11 +168,11 @@ async def _serve(client: socket.socket, upstream: socket.socket) -> None:
 
 async def _serve_route(mode: str, listen: str, to: str) -> None:
     host, port = _split(listen)
-    handler = _relay if mode == "relay" else _http1
+    run = _relay if mode == "relay" else _serve
     upstream = _split(to)
 
     async def handle(stream: trio.SocketStream) -> None:
-        await handler(stream, upstream)
+        await _with_upstream(stream, upstream, run)
 
     listeners = await trio.open_tcp_listeners(port, host=host, backlog=4096)
     print(f"floor {mode} listening on {listen} -> {to}", flush=True)

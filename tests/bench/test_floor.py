@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -65,40 +67,39 @@ async def _read_response(stream: trio.SocketStream, buf: bytes) -> tuple[bytes, 
     return rest[:length], rest[length:]
 
 
-async def test_http1_floor_keeps_alive_and_forwards_bodies() -> None:
+@asynccontextmanager
+async def _floor(
+    mode: str, backend: Callable[[trio.SocketStream], Awaitable[None]]
+) -> AsyncIterator[trio.SocketStream]:
+    """A backend, the floor in ``mode`` in front of it, and a client connection."""
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             back = _free_port()
             front = _free_port()
             listeners = await trio.open_tcp_listeners(back, host="127.0.0.1")
-            nursery.start_soon(trio.serve_listeners, _http_backend, listeners)
-            nursery.start_soon(floor.main, "http1", [f"127.0.0.1:{front}=127.0.0.1:{back}"])
+            nursery.start_soon(trio.serve_listeners, backend, listeners)
+            nursery.start_soon(floor.main, mode, [f"127.0.0.1:{front}=127.0.0.1:{back}"])
             await trio.sleep(0.2)
             stream = await trio.open_tcp_stream("127.0.0.1", front)
             async with stream:
-                rest = b""
-                for path in (b"/one", b"/big", b"/two"):
-                    await stream.send_all(b"GET %s HTTP/1.1\r\nhost: x\r\n\r\n" % path)
-                    body, rest = await _read_response(stream, rest)
-                    assert body == (BODY if path == b"/big" else path)
+                yield stream
             nursery.cancel_scope.cancel()
+
+
+async def test_http1_floor_keeps_alive_and_forwards_bodies() -> None:
+    async with _floor("http1", _http_backend) as stream:
+        rest = b""
+        for path in (b"/one", b"/big", b"/two"):
+            await stream.send_all(b"GET %s HTTP/1.1\r\nhost: x\r\n\r\n" % path)
+            body, rest = await _read_response(stream, rest)
+            assert body == (BODY if path == b"/big" else path)
 
 
 async def test_relay_floor_copies_both_ways_with_half_close() -> None:
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            back = _free_port()
-            front = _free_port()
-            listeners = await trio.open_tcp_listeners(back, host="127.0.0.1")
-            nursery.start_soon(trio.serve_listeners, _echo_backend, listeners)
-            nursery.start_soon(floor.main, "relay", [f"127.0.0.1:{front}=127.0.0.1:{back}"])
-            await trio.sleep(0.2)
-            stream = await trio.open_tcp_stream("127.0.0.1", front)
-            async with stream:
-                await stream.send_all(BODY * 16)
-                await stream.send_eof()
-                reply = b""
-                while data := await stream.receive_some(65536):
-                    reply += data
-            assert reply == b"got %d" % (len(BODY) * 16)
-            nursery.cancel_scope.cancel()
+    async with _floor("relay", _echo_backend) as stream:
+        await stream.send_all(BODY * 16)
+        await stream.send_eof()
+        reply = b""
+        while data := await stream.receive_some(65536):
+            reply += data
+    assert reply == b"got %d" % (len(BODY) * 16)
