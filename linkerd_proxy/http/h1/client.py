@@ -38,22 +38,9 @@ import trio
 from linkerd_proxy.errors import H1ConnectionClosed, H1ProtocolError
 from linkerd_proxy.http.body import Body, BodyError, BytesBody, EmptyBody
 from linkerd_proxy.http.h1 import codec as h1
-from linkerd_proxy.http.h1.client_codec import (
-    ClientEvent,
-    H1ClientCodec,
-    ResponseHead,
-    serialize_request_head,
-)
-from linkerd_proxy.http.model import (
-    Headers,
-    Request,
-    Response,
-    Version,
-    get_ext,
-    header,
-    set_ext,
-)
-from linkerd_proxy.http.normalize import DefaultAuthority
+from linkerd_proxy.http.h1.client_codec import ClientEvent, H1ClientCodec, ResponseHead
+from linkerd_proxy.http.h1.client_request import render_request
+from linkerd_proxy.http.model import Headers, Request, Response, Version, get_ext, set_ext
 from linkerd_proxy.http.upgrade import DownstreamUpgrade, Upgraded, UpstreamUpgrade
 
 log = logging.getLogger(__name__)
@@ -61,9 +48,6 @@ log = logging.getLogger(__name__)
 #: Methods whose requests may be sent again when a reused connection failed
 #: before any response byte (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-# Never forwarded upstream: hop-by-hop, plus what the client sets itself.
-_DROP = h1.HOP_BY_HOP_HEADERS | {b"host", b"content-length"}
 
 OnIdle = Callable[["H1Connection"], Awaitable[None]]
 
@@ -84,23 +68,6 @@ class H1ClientSettings:
     max_headers: int = h1.DEFAULT_MAX_HEADERS
     read_size: int = 64 * 1024
     max_buffered_body: int = 1024 * 1024
-
-
-def request_target(request: Request) -> bytes:
-    """The request-target to send: authority-form for ``CONNECT``, absolute-form
-    when the request came that way, else origin-form.
-
-    Raises:
-        H1ProtocolError: ``CONNECT`` (or absolute-form) without an authority.
-    """
-    if request.method == "CONNECT" or request.absolute_form:
-        if not request.authority:
-            raise H1ProtocolError(f"{request.method} request without an authority")
-        if request.method == "CONNECT":
-            return request.authority.encode("ascii")
-        scheme = request.scheme or "http"
-        return f"{scheme}://{request.authority}{request.path or '/'}".encode("ascii")
-    return (request.path or "/").encode("ascii")
 
 
 def _raw_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
@@ -243,51 +210,11 @@ class H1Connection:
     # --- request --------------------------------------------------------------------
 
     async def _render(self, request: Request) -> tuple[bytes, Body | None]:
-        version: h1.HttpVersion = "1.0" if request.version == "HTTP/1.0" else "1.1"
-        connect = request.method == "CONNECT"
-        upgrade = get_ext(request.extensions, DownstreamUpgrade)
-        tokens = h1.lower_connection_tokens(request.headers)
-        headers: Headers = []
-        # Host goes on as the client sent it; only a request that had none (an
-        # HTTP/2 one) gets it from its authority, unless that is a default.
-        host = header(request.headers, b"host")
-        if host is not None:
-            headers.append((b"host", host))
-        elif request.authority and DefaultAuthority not in request.extensions:
-            headers.append((b"host", request.authority.encode("ascii")))
-        headers.extend((k, v) for k, v in request.headers if k not in _DROP and k not in tokens)
-        if upgrade is not None and upgrade.protocol is not None and version == "1.1":
-            headers.append((b"connection", b"upgrade"))
-            headers.append((b"upgrade", upgrade.protocol))
-        body: Body | None = request.body
-        if connect:
-            body = None
-        else:
-            assert body is not None
-            length = body.content_length
-            if length is None and body.is_end_stream:
-                length = 0
-            if length is None and version == "1.0":
-                self._body_untouched = False
-                data = await body.read_all(self._settings.max_buffered_body)
-                body = BytesBody(data, None)
-                length = len(data)
-            if length is None:
-                headers.append((b"transfer-encoding", b"chunked"))
-            elif (
-                length
-                or request.method in _BODY_METHODS
-                or header(request.headers, b"content-length") == b"0"
-            ):
-                headers.append((b"content-length", b"%d" % length))
-            if length == 0:
-                body = None
-        try:
-            head = serialize_request_head(
-                request.method.encode("ascii"), request_target(request), headers, version
-            )
-        except ValueError as exc:
-            raise H1ProtocolError(str(exc)) from exc
+        head, body, consumed = await render_request(
+            request, max_buffered_body=self._settings.max_buffered_body
+        )
+        if consumed:
+            self._body_untouched = False
         return head, body
 
     async def _upload(self, head: bytes, body: Body | None, scope: trio.CancelScope) -> None:
