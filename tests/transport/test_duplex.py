@@ -422,3 +422,48 @@ async def test_copy_checkpoints_when_data_is_always_ready(rig: Rig, mode: str) -
             )
     assert scope.cancelled_caught
     assert 0 < counter.total <= batch * chunk
+
+
+def test_grow_pipe_sets_the_capacity_or_keeps_it() -> None:
+    r, w = os.pipe()
+    try:
+        assert splice.grow_pipe(w, 1 << 20, 65536) == 1 << 20
+    finally:
+        os.close(r)
+        os.close(w)
+    # When the kernel refuses (here: the descriptor is gone), the capacity it had stays.
+    assert splice.grow_pipe(w, 1 << 20, 262144) == 262144
+
+
+@pytest.mark.skipif(not HAS_SPLICE, reason="no os.splice")
+async def test_a_bulk_direction_grows_its_pipe_and_stays_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # After BULK_AFTER bytes one way the pipe grows (an explicit pipe_size does not).
+    grown: list[int] = []
+    real = splice.grow_pipe
+
+    def spy(w: int, size: int, capacity: int) -> int:
+        new = real(w, size, capacity)
+        grown.append(new)
+        return new
+
+    monkeypatch.setattr(splice, "BULK_AFTER", 256 * 1024)
+    monkeypatch.setattr(splice, "grow_pipe", spy)
+    data = os.urandom(4 * MIB)
+    a_app, a_proxy = await tcp_pair()
+    b_proxy, b_app = await tcp_pair()
+    got: list[bytes] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_then_eof, a_app, data)
+            nursery.start_soon(splice.splice_one_way, a_proxy, b_proxy, lambda n: None)
+
+            async def sink() -> None:
+                got.append(await read_all(b_app))
+
+            nursery.start_soon(sink)
+    assert got == [data]
+    assert grown == [splice.BULK_PIPE_SIZE]
+    for s in (a_app, a_proxy, b_proxy, b_app):
+        await s.aclose()
