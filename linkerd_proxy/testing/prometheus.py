@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import urllib.error
@@ -46,6 +45,13 @@ import attrs
 import trio
 
 from linkerd_proxy.addrs import SocketAddr
+from linkerd_proxy.testing.prometheus_config import (
+    RangeSeries,
+    ScrapeTarget,
+    VectorSample,
+    free_loopback_port,
+    render_config,
+)
 from linkerd_proxy.testing.scrape import Scrape
 
 #: Log lines (lower-cased) that mean samples were dropped while ingesting.
@@ -75,79 +81,9 @@ class PrometheusError(RuntimeError):
     """Prometheus did not start, exited early, or its API answered with an error."""
 
 
-@attrs.frozen
-class ScrapeTarget:
-    """One thing for Prometheus to scrape: ``http://<addr><path>``, as job ``job``."""
-
-    job: str
-    addr: SocketAddr
-    path: str = "/metrics"
-
-
-@attrs.frozen
-class VectorSample:
-    """One element of an instant-vector query result."""
-
-    labels: dict[str, str] = attrs.field(hash=False)
-    timestamp: float
-    value: float
-
-
-@attrs.frozen
-class RangeSeries:
-    """One series of a range query result: its labels and ``(timestamp, value)`` points."""
-
-    labels: dict[str, str] = attrs.field(hash=False)
-    points: tuple[tuple[float, float], ...]
-
-    @property
-    def values(self) -> list[float]:
-        return [v for _, v in self.points]
-
-
 #: Series Prometheus writes itself for every scrape (not part of the exposition).
 SYNTHETIC_SERIES = "up|scrape_.+"
 _PART_SUFFIX = re.compile(r"_(bucket|sum|count)$")
-
-
-def _duration(seconds: float) -> str:
-    return f"{max(1, round(seconds * 1000))}ms"
-
-
-def render_config(targets: Sequence[ScrapeTarget], scrape_interval: float = 1.0) -> str:
-    """The ``prometheus.yml`` that scrapes ``targets`` every ``scrape_interval`` seconds.
-
-    It is JSON, which is YAML: no YAML library needed. Each target is its own job
-    (jobs must have unique names), with a scrape timeout equal to the interval.
-    """
-    jobs = [t.job for t in targets]
-    if len(set(jobs)) != len(jobs):
-        raise ValueError(f"job names must be unique: {jobs}")
-    interval = _duration(scrape_interval)
-    config = {
-        "global": {
-            "scrape_interval": interval,
-            "scrape_timeout": interval,
-            "evaluation_interval": interval,
-        },
-        "scrape_configs": [
-            {
-                "job_name": t.job,
-                "metrics_path": t.path,
-                "static_configs": [{"targets": [str(t.addr)]}],
-            }
-            for t in targets
-        ],
-    }
-    return json.dumps(config, indent=2) + "\n"
-
-
-def free_loopback_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago (the caller retries on a race)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _get_json(url: str, timeout: float) -> Any:
