@@ -50,6 +50,11 @@ def _kind(case: Case) -> Kind:
     return "bulk"
 
 
+def grpc_post_args(request_file: str) -> list[str]:
+    """h2load's and nghttp's arguments to POST one gRPC frame from ``request_file``."""
+    return ["-d", request_file, "-H", "content-type: application/grpc", "-H", "te: trailers"]
+
+
 def load_command(
     case: Case, target: str, settings: Settings, grpc_request: str = ""
 ) -> tuple[list[str], float]:
@@ -67,8 +72,7 @@ def load_command(
                 f"--duration={secs}", "--warm-up-time=500ms",
                 "--connection-inactivity-timeout=5", f"http://{target}{case.path}"]  # fmt: skip
         if case.grpc:
-            argv[-1:-1] = ["-d", grpc_request, "-H", "content-type: application/grpc",
-                           "-H", "te: trailers"]  # fmt: skip
+            argv[-1:-1] = grpc_post_args(grpc_request)
         return argv, secs + 20
     # At least 50 MB/s, or it counts as failed.
     limit = settings.bulk_bytes / 50e6 + 10
@@ -107,8 +111,7 @@ def _failure(case: Case, system: str, detail: str, status: str = "") -> Record:
 def grpc_call_problem(world: World, target: str, path: str) -> str | None:
     """Make one gRPC call from pod A (``nghttp -v``, h2c prior knowledge); why it did
     not succeed (status 200, the frame, then a ``grpc-status: 0`` trailer), or ``None``."""
-    argv = ["nghttp", "-v", "-t", "5", "-d", world.grpc_request, "-H",
-            "content-type: application/grpc", "-H", "te: trailers",
+    argv = ["nghttp", "-v", "-t", "5", *grpc_post_args(world.grpc_request),
             f"http://{target}{path}"]  # fmt: skip
     try:
         proc = subprocess.run(world.a.command(argv), capture_output=True, timeout=15)
@@ -235,8 +238,7 @@ def _meshed_memory(world: World, system: str) -> Record:
     # the two: both run identity, discovery and mTLS, i.e. every feature loaded).
     target = world.target(system, "grpc")
     warm = world.a.run(
-        ["h2load", "-c4", "-m1", "-D", "1", "-d", world.grpc_request,
-         "-H", "content-type: application/grpc", "-H", "te: trailers",
+        ["h2load", "-c4", "-m1", "-D", "1", *grpc_post_args(world.grpc_request),
          f"http://{target}{configs.GRPC_PATH}"],
         timeout=30, check=False,
     )  # fmt: skip

@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 from bench.systems import open_world
-from linkerd_proxy.testing.process import ProxyProcess
 
 _LOADS = {
     "h1": (["wrk", "-t1", "-c16", "-d{d}s", "http://{t}/ok"], "h1"),
@@ -116,16 +115,9 @@ def main() -> int:
     scratch = tempfile.mkdtemp(prefix="lp-profile-")
     os.chmod(scratch, 0o777)  # the proxy (uid 2102) writes the cProfile dump here
     raw = os.path.join(scratch, "profile.out")
-    if args.tool == "cprofile":
-        # SIGUSR1 / SIGUSR2 around the load switch the profiler (bench/profiling).
-        env = {"PYTHONPATH": _SITE, "LP_CPROFILE": raw}
-        start = ProxyProcess.start
-
-        def start_profiled(ns, env_=None, **kw):  # type: ignore[no-untyped-def]
-            return start(ns, {**(env_ or {}), **env}, **kw)
-
-        ProxyProcess.start = staticmethod(start_profiled)  # type: ignore[method-assign,assignment]
-    with open_world() as world:
+    # cprofile: SIGUSR1 / SIGUSR2 around the load switch the profiler (bench/profiling).
+    env = {"PYTHONPATH": _SITE, "LP_CPROFILE": raw} if args.tool == "cprofile" else None
+    with open_world(proxy_env=env) as world:
         world.set_mode("outbound" if args.system == "proxy" else "mesh")
         template, kind = _LOADS[args.case]
         target = world.target(args.system, kind)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -260,13 +260,13 @@ class World:
                     continue
                 self._wait_for(system, self.a, f"127.0.0.1:{port}")
 
-    def start_proxies(self) -> None:
+    def start_proxies(self, extra_env: Mapping[str, str] | None = None) -> None:
         """Our proxy in pod A (outbound) and in pod B (inbound), if it runs at all.
 
         A failure is remembered in :attr:`proxy_error`, not raised: the reference
         systems are still measured.
         """
-        env = {"LINKERD2_PROXY_LOG": "warn"}
+        env = {"LINKERD2_PROXY_LOG": "warn", **(extra_env or {})}
         try:
             for ns in (self.a, self.b):
                 proxy = ProxyProcess.start(ns, {**env, "LINKERD2_PROXY_INBOUND_IPS": str(ns.ip)})
@@ -374,8 +374,12 @@ def _kill_namespace_pids(ns: NetNs) -> None:
 
 
 @contextlib.contextmanager
-def open_world(*, with_proxy: bool = True) -> Iterator[World]:
+def open_world(
+    *, with_proxy: bool = True, proxy_env: Mapping[str, str] | None = None
+) -> Iterator[World]:
     """Create the pods, start every system, yield the :class:`World`, tear it all down.
+
+    ``proxy_env`` is added to the standalone proxies' environment (profiling).
 
     Raises:
         SystemUnavailable: if the backend or a reference proxy does not start.
@@ -392,7 +396,7 @@ def open_world(*, with_proxy: bool = True) -> Iterator[World]:
             world.start_references()
             world.start_mtls(with_proxy=with_proxy)
             if with_proxy:
-                world.start_proxies()
+                world.start_proxies(proxy_env)
             else:
                 world.proxy_error = "proxy cases skipped (--no-proxy)"
             yield world

@@ -97,18 +97,16 @@ def can_splice(a: object, b: object) -> bool:
 def _open_pipe(size: int) -> tuple[int, int, int]:
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     # Above /proc/sys/fs/pipe-max-size (unprivileged): keep the default size.
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(w, _F_SETPIPE_SZ, size)
-    try:
-        capacity = fcntl.fcntl(w, _F_GETPIPE_SZ)
-    except OSError:
-        capacity = 65536
-    return r, w, capacity
+    return r, w, _set_pipe_size(w, size, 65536)
 
 
 def grow_pipe(w: int, size: int, capacity: int) -> int:
     """Ask for ``size`` bytes of capacity on the (empty) pipe whose write end is
     ``w``; return the capacity it has now (unchanged when the budget refuses)."""
+    return _set_pipe_size(w, size, capacity)
+
+
+def _set_pipe_size(w: int, size: int, capacity: int) -> int:
     with contextlib.suppress(OSError):
         fcntl.fcntl(w, _F_SETPIPE_SZ, size)
     try:
