@@ -41,47 +41,6 @@ def _resolver(config: Config) -> DnsResolver:
     return DnsResolver(DnsSettings(min_ttl=config.dns.min_ttl, max_ttl=config.dns.max_ttl))
 
 
-def start_identity(
-    config: Config,
-    bridge: Bridge,
-    store: IdentityStore,
-    csr_der: bytes,
-    *,
-    readiness: Readiness,
-    metrics: IdentityMetrics,
-    background: trio.Nursery,
-) -> None:
-    """Start the Certify loop in ``background`` (readiness is set by the first cert)."""
-    ident = config.identity
-    assert ident is not None
-    client = ControlClient(
-        bridge,
-        ident.svc.addr,
-        resolver=_resolver(config),
-        backoff=CONTROL_BACKOFF,
-        # A loopback identity service without a name is plaintext, as the
-        # reference allows; otherwise TLS verified as IDENTITY_SVC_NAME.
-        ssl_context=certify_client_context(ident.trust_anchors_pem) if ident.svc.identity else None,
-        server_name=ident.svc.identity,
-    )
-    settings = CertifySettings(
-        ident.token_file,
-        csr_der,
-        min_refresh=ident.min_refresh,
-        max_refresh=ident.max_refresh,
-    )
-    background.start_soon(
-        functools.partial(
-            run_certify,
-            control_certifier(client, timeout=10.0),
-            store,
-            settings,
-            readiness=readiness,
-            metrics=metrics,
-        )
-    )
-
-
 @attrs.frozen
 class ControlPlane:
     """The gRPC bridge to the control plane and the clients built on it."""
@@ -98,22 +57,94 @@ class ControlPlane:
         metrics: IdentityMetrics,
         background: trio.Nursery,
     ) -> None:
-        """:func:`start_identity` over this bridge."""
-        start_identity(
-            self.config,
+        """Start the Certify loop in ``background`` (readiness is set by the first cert)."""
+        ident = self.config.identity
+        assert ident is not None
+        client = ControlClient(
             self.bridge,
-            store,
+            ident.svc.addr,
+            resolver=_resolver(self.config),
+            backoff=CONTROL_BACKOFF,
+            # A loopback identity service without a name is plaintext, as the
+            # reference allows; otherwise TLS verified as IDENTITY_SVC_NAME.
+            ssl_context=certify_client_context(ident.trust_anchors_pem)
+            if ident.svc.identity
+            else None,
+            server_name=ident.svc.identity,
+        )
+        settings = CertifySettings(
+            ident.token_file,
             csr_der,
-            readiness=readiness,
-            metrics=metrics,
-            background=background,
+            min_refresh=ident.min_refresh,
+            max_refresh=ident.max_refresh,
+        )
+        background.start_soon(
+            functools.partial(
+                run_certify,
+                control_certifier(client, timeout=10.0),
+                store,
+                settings,
+                readiness=readiness,
+                metrics=metrics,
+            )
         )
 
     def outbound_control(
-        self, background: trio.Nursery, identity: IdentityStore | None
+        self, background: trio.Nursery, identity: IdentityStore | None = None
     ) -> OutboundControl | None:
-        """:func:`outbound_control` over this bridge."""
-        return outbound_control(self.config, self.bridge, background, identity)
+        """The outbound discovery state (``None``: no discovery or policy configured).
+
+        With identity, the Destination and Policy clients use mTLS with the current
+        certificate (build this after the first certificate).
+        """
+        config, bridge = self.config, self.bridge
+        if config.destination is None and config.policy is None:
+            return None
+        ssl_context = identity.control_client_context() if identity is not None else None
+        cs = config.control_stream
+        limits = StreamLimits(
+            initial=cs.initial_timeout, idle=cs.idle_timeout, lifetime=cs.lifetime
+        )
+        resolver = _resolver(config)
+        dst = policy = None
+        if config.destination is not None:
+            dst = ControlClient(
+                bridge,
+                config.destination.svc.addr,
+                resolver=resolver,
+                backoff=CONTROL_BACKOFF,
+                ssl_context=ssl_context if config.destination.svc.identity else None,
+                server_name=config.destination.svc.identity,
+                limits=limits,
+            )
+        if config.policy is not None:
+            policy = ControlClient(
+                bridge,
+                config.policy.svc.addr,
+                resolver=resolver,
+                backoff=CONTROL_BACKOFF,
+                ssl_context=ssl_context if config.policy.svc.identity else None,
+                server_name=config.policy.svc.identity,
+                limits=limits,
+                is_fatal=policy_is_fatal,
+            )
+        d = config.destination
+        clients = DiscoveryClients(
+            destination=dst,
+            policy=policy,
+            context_token=d.context if d is not None else "",
+            workload=config.policy.workload if config.policy is not None else "",
+            profile_suffixes=d.profile_suffixes if d is not None else frozenset(),
+            profile_networks=d.profile_networks if d is not None else frozenset(),
+            detect_timeout=config.outbound.detect_timeout,
+        )
+        discoveries = Discoveries(
+            clients,
+            idle=config.outbound.discovery_idle_timeout,
+            failfast=config.outbound.http_failfast_timeout,
+            background=background,
+        )
+        return OutboundControl(discoveries, dst, clients.context_token, identity)
 
 
 @contextlib.asynccontextmanager
@@ -125,61 +156,3 @@ async def open_control_plane(config: Config) -> AsyncIterator[ControlPlane]:
     """
     async with open_bridge() as bridge:
         yield ControlPlane(config, bridge)
-
-
-def outbound_control(
-    config: Config,
-    bridge: Bridge | None,
-    background: trio.Nursery,
-    identity: IdentityStore | None = None,
-) -> OutboundControl | None:
-    """The outbound discovery state (``None``: no discovery or policy configured).
-
-    With identity, the Destination and Policy clients use mTLS with the current
-    certificate (build this after the first certificate).
-    """
-    if bridge is None or (config.destination is None and config.policy is None):
-        return None
-    ssl_context = identity.control_client_context() if identity is not None else None
-    cs = config.control_stream
-    limits = StreamLimits(initial=cs.initial_timeout, idle=cs.idle_timeout, lifetime=cs.lifetime)
-    resolver = _resolver(config)
-    dst = policy = None
-    if config.destination is not None:
-        dst = ControlClient(
-            bridge,
-            config.destination.svc.addr,
-            resolver=resolver,
-            backoff=CONTROL_BACKOFF,
-            ssl_context=ssl_context if config.destination.svc.identity else None,
-            server_name=config.destination.svc.identity,
-            limits=limits,
-        )
-    if config.policy is not None:
-        policy = ControlClient(
-            bridge,
-            config.policy.svc.addr,
-            resolver=resolver,
-            backoff=CONTROL_BACKOFF,
-            ssl_context=ssl_context if config.policy.svc.identity else None,
-            server_name=config.policy.svc.identity,
-            limits=limits,
-            is_fatal=policy_is_fatal,
-        )
-    d = config.destination
-    clients = DiscoveryClients(
-        destination=dst,
-        policy=policy,
-        context_token=d.context if d is not None else "",
-        workload=config.policy.workload if config.policy is not None else "",
-        profile_suffixes=d.profile_suffixes if d is not None else frozenset(),
-        profile_networks=d.profile_networks if d is not None else frozenset(),
-        detect_timeout=config.outbound.detect_timeout,
-    )
-    discoveries = Discoveries(
-        clients,
-        idle=config.outbound.discovery_idle_timeout,
-        failfast=config.outbound.http_failfast_timeout,
-        background=background,
-    )
-    return OutboundControl(discoveries, dst, clients.context_token, identity)
